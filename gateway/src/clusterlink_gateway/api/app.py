@@ -1,0 +1,162 @@
+"""The admin API: JSON over HTTP/1.1 under ``/v1``, served by aiohttp."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..model.objects import KINDS, Kind
+from ..registry import NotFound, Registry, RegistryError
+from ..store.sqlite import StoreError
+from .openapi import openapi_document
+
+log = logging.getLogger("clusterlink.api")
+
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry", Registry)
+DAEMON_INFO: web.AppKey[dict[str, Any]] = web.AppKey("daemon_info", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, message: str, *, field: str | None = None, details: list | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "status": status,
+        "reason": HTTPStatus(status).phrase,
+        "message": message,
+    }
+    if field is not None:
+        body["field"] = field
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as a JSON body naming what went wrong."""
+    try:
+        return await handler(request)
+    except RegistryError as exc:
+        return error_response(exc.status, exc.message, field=exc.field, details=exc.details)
+    except StoreError as exc:
+        log.error("store write failed", extra={"error": str(exc)})
+        return error_response(507, str(exc))
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:
+        log.exception("admin API request failed", extra={"path": request.path})
+        return error_response(500, "internal error; see the gateway log")
+
+
+def _kind(request: web.Request) -> Kind:
+    plural = request.match_info["kind"]
+    kind = KINDS.get(plural)
+    if kind is None:
+        raise NotFound(f"unknown kind {plural!r}; expected one of {', '.join(KINDS)}")
+    return kind
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise RegistryError("request body is empty; expected a JSON object", field="(body)")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"request body is not valid JSON: {exc}", field="(body)") from None
+
+
+async def list_objects(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    registry = request.app[REGISTRY]
+    return web.json_response([registry.document(e) for e in registry.list(kind)])
+
+
+async def get_object(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    entry = registry.get(_kind(request), request.match_info["name"])
+    return web.json_response(registry.document(entry))
+
+
+async def create_object(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    registry = request.app[REGISTRY]
+    entry = await registry.create(kind, await _body(request))
+    log.info("object created", extra={"kind": kind.singular, "object": entry.name})
+    return web.json_response(
+        registry.document(entry),
+        status=201,
+        headers={"Location": f"/v1/{kind.plural}/{entry.name}"},
+    )
+
+
+async def replace_object(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    registry = request.app[REGISTRY]
+    entry = await registry.replace(kind, request.match_info["name"], await _body(request))
+    log.info("object updated", extra={"kind": kind.singular, "object": entry.name})
+    return web.json_response(registry.document(entry))
+
+
+async def delete_object(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    name = request.match_info["name"]
+    await request.app[REGISTRY].delete(kind, name)
+    log.info("object deleted", extra={"kind": kind.singular, "object": name})
+    return web.Response(status=204)
+
+
+async def status(request: web.Request) -> web.Response:
+    info = request.app[DAEMON_INFO]
+    body = {
+        "peer_name": info["peer_name"],
+        "labels": info["labels"],
+        "version": __version__,
+        "uptime_seconds": round(time.monotonic() - info["started"], 3),
+        "ready": info["ready"],
+        **request.app[REGISTRY].summary(),
+    }
+    return web.json_response(body)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[DAEMON_INFO]["ready"]
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def build_app(registry: Registry, info: dict[str, Any], *, max_body: int) -> web.Application:
+    """The admin application, shared by the unix-socket and the TCP listener."""
+    app = web.Application(middlewares=[json_errors], client_max_size=max_body)
+    app[REGISTRY] = registry
+    app[DAEMON_INFO] = info
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/v1/status", status, allow_head=False)
+    app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/v1/{kind}", list_objects, allow_head=False)
+    app.router.add_post("/v1/{kind}", create_object)
+    app.router.add_get("/v1/{kind}/{name}", get_object, allow_head=False)
+    app.router.add_put("/v1/{kind}/{name}", replace_object)
+    app.router.add_delete("/v1/{kind}/{name}", delete_object)
+    return app

@@ -1,0 +1,223 @@
+"""The OpenAPI 3.1 document of the admin API, generated from the models it validates with."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from .. import __version__
+from ..model.objects import KINDS, Kind
+
+REF = "#/components/schemas/{model}"
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["status", "reason", "message"],
+    "properties": {
+        "status": {"type": "integer"},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string", "description": "the failing field, e.g. spec.port"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+STATUS_SCHEMA = {
+    "type": "object",
+    "required": ["peer_name", "labels", "version", "ready", "peers", "exports", "imports"],
+    "properties": {
+        "peer_name": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "version": {"type": "string"},
+        "uptime_seconds": {"type": "number"},
+        "ready": {"type": "boolean"},
+        "peers": {"type": "array", "items": {"type": "object"}},
+        "exports": {"type": "array", "items": {"type": "object"}},
+        "imports": {"type": "array", "items": {"type": "object"}},
+        "policies": {"type": "array", "items": {"type": "object"}},
+        "invalid": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["kind", "name", "error"],
+                "properties": {
+                    "kind": {"type": "string"},
+                    "name": {"type": "string"},
+                    "error": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json({"$ref": REF.format(model="Error")})}
+
+
+def _output_schema(kind: Kind) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["kind", "name", "labels", "spec", "status"],
+        "properties": {
+            "kind": {"const": kind.kind},
+            "name": {"type": "string"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "spec": {"$ref": REF.format(model=f"{kind.kind}Spec")},
+            "status": {"$ref": REF.format(model=kind.status_model.__name__)},
+        },
+    }
+
+
+def _kind_paths(kind: Kind) -> dict[str, Any]:
+    obj = {"$ref": REF.format(model=f"{kind.kind}Object")}
+    body = {"required": True, "content": _json({"$ref": REF.format(model=kind.kind)})}
+    name_param = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    write_errors = {
+        "400": _error("malformed body (not JSON, not an object)"),
+        "413": _error("body larger than the configured limit"),
+        "422": _error("validation failed; `field` names the failing field"),
+        "507": _error("the state store could not be written (e.g. disk full)"),
+    }
+    tag = [kind.plural]
+    return {
+        f"/v1/{kind.plural}": {
+            "get": {
+                "operationId": f"list{kind.kind}s",
+                "tags": tag,
+                "responses": {
+                    "200": {
+                        "description": "all objects",
+                        "content": _json({"type": "array", "items": obj}),
+                    }
+                },
+            },
+            "post": {
+                "operationId": f"create{kind.kind}",
+                "tags": tag,
+                "requestBody": body,
+                "responses": {
+                    "201": {
+                        "description": "created; the stored object",
+                        "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+                        "content": _json(obj),
+                    },
+                    "409": _error("an object of this name exists"),
+                    **write_errors,
+                },
+            },
+        },
+        f"/v1/{kind.plural}/{{name}}": {
+            "parameters": [name_param],
+            "get": {
+                "operationId": f"get{kind.kind}",
+                "tags": tag,
+                "responses": {
+                    "200": {"description": "the object", "content": _json(obj)},
+                    "404": _error("no such object"),
+                },
+            },
+            "put": {
+                "operationId": f"replace{kind.kind}",
+                "tags": tag,
+                "requestBody": body,
+                "responses": {
+                    "200": {"description": "replaced; the stored object", "content": _json(obj)},
+                    "404": _error("no such object"),
+                    **write_errors,
+                },
+            },
+            "delete": {
+                "operationId": f"delete{kind.kind}",
+                "tags": tag,
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "404": _error("no such object"),
+                    "507": write_errors["507"],
+                },
+            },
+        },
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document; computed once."""
+    models = [(k.model, "validation") for k in KINDS.values()]
+    models += [(k.status_model, "validation") for k in KINDS.values()]
+    _, defs = models_json_schema(models, ref_template=REF, by_alias=True)
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    for kind in KINDS.values():
+        schemas[f"{kind.kind}Object"] = _output_schema(kind)
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["Status"] = STATUS_SCHEMA
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "responses": {
+                    "200": {
+                        "description": "the daemon is alive",
+                        "content": _json({"type": "object"}),
+                    }
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "responses": {
+                    "200": {"description": "ready", "content": _json({"type": "object"})},
+                    "503": {
+                        "description": "starting or stopping",
+                        "content": _json({"type": "object"}),
+                    },
+                },
+            }
+        },
+        "/v1/status": {
+            "get": {
+                "operationId": "status",
+                "responses": {
+                    "200": {
+                        "description": "summary",
+                        "content": _json({"$ref": REF.format(model="Status")}),
+                    }
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "responses": {
+                    "200": {"description": "this document", "content": _json({"type": "object"})}
+                },
+            }
+        },
+    }
+    for kind in KINDS.values():
+        paths.update(_kind_paths(kind))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ClusterLink gateway admin API", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

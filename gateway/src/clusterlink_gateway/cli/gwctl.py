@@ -1,0 +1,300 @@
+"""``gwctl``: the operator CLI over the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..client import DEFAULT_SOCKET, AdminClient, APIError
+from ..model.errors import format_validation_error
+from ..model.objects import KINDS, Kind, kind_for, object_document
+from .render import render
+
+KIND_WORDS = sorted({w for k in KINDS.values() for w in (k.plural, k.singular)})
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
+def _kind(word: str) -> Kind:
+    try:
+        return kind_for(word)
+    except KeyError:
+        raise UsageError(
+            f"unknown kind {word!r}; expected one of {', '.join(KIND_WORDS)}"
+        ) from None
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str] | None:
+    if pairs is None:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--label {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _endpoint(text: str, flag: str) -> dict[str, Any]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"{flag} {text!r}: expected HOST:PORT")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
+def _source(text: str) -> dict[str, Any]:
+    peer, _, export = text.partition("/")
+    return {"peer": peer, "export": export or None}
+
+
+def _selectors(values: list[str] | None, flag: str) -> list[Any] | None:
+    if values is None:
+        return None
+    out = []
+    for value in values:
+        try:
+            out.append(yaml.safe_load(value))
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{flag} {value!r}: not JSON/YAML: {exc}") from None
+    return out
+
+
+def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """Apply the command-line flags of ``kind`` on top of ``base`` (an existing spec or {})."""
+    spec = dict(base)
+    given: dict[str, Any] = {}
+    if kind.plural == "peers":
+        if args.gateway:
+            given["gateways"] = [_endpoint(g, "--gateway") for g in args.gateway]
+    elif kind.plural == "exports":
+        given.update(host=args.host, port=args.port)
+        if args.allowed_peer is not None:
+            given["allowed_peers"] = args.allowed_peer
+    elif kind.plural == "imports":
+        given.update(port=args.port, bind=args.bind, lb_scheme=args.lb_scheme)
+        if args.source:
+            given["sources"] = [_source(s) for s in args.source]
+    else:
+        given.update(action=args.action, privileged=args.privileged)
+        given["from"] = _selectors(args.from_, "--from")
+        given["to"] = _selectors(args.to, "--to")
+        for key in ("from", "to"):
+            if given[key] is None and key not in spec:
+                given[key] = [{}]
+    spec.update({k: v for k, v in given.items() if v is not None})
+    return spec
+
+
+def _read_documents(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    docs: list[Any] = []
+    for doc in yaml.safe_load_all(text):
+        if doc is None:
+            continue
+        docs.extend(doc if isinstance(doc, list) else [doc])
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or "kind" not in doc:
+            raise UsageError(f"{path}: document {i + 1} is not an object with a 'kind'")
+    return docs
+
+
+def _normalise(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in doc.items() if k not in ("status",)}
+    body["kind"] = kind.kind
+    try:
+        return object_document(kind, kind.model.model_validate(body))
+    except ValidationError as exc:
+        name = doc.get("name", "?")
+        raise UsageError(f"{kind.singular} {name}: {format_validation_error(exc)}") from None
+
+
+def cmd_apply(client: AdminClient, args: argparse.Namespace) -> int:
+    """Create or update every object of the file; validate all of them before any change."""
+    docs = []
+    for doc in _read_documents(args.filename):
+        kind = _kind(str(doc["kind"]))
+        docs.append((kind, _normalise(kind, doc)))
+    order = list(KINDS)
+    docs.sort(key=lambda kd: order.index(kd[0].plural))
+    results = []
+    for kind, wanted in docs:
+        try:
+            current = client.get(kind.plural, wanted["name"])
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            client.create(kind.plural, wanted)
+            action = "created"
+        else:
+            existing = {k: current[k] for k in ("name", "labels", "spec")}
+            if existing == wanted:
+                action = "unchanged"
+            else:
+                client.replace(kind.plural, wanted["name"], wanted)
+                action = "updated"
+        results.append({"kind": kind.singular, "name": wanted["name"], "result": action})
+    if args.output == "table":
+        for r in results:
+            print(f"{r['kind']}/{r['name']} {r['result']}")
+    else:
+        print(render("apply", results, args.output))
+    return 0
+
+
+def cmd_get(client: AdminClient, args: argparse.Namespace) -> int:
+    kinds = list(KINDS.values()) if args.kind == "all" else [_kind(args.kind)]
+    if args.name and len(kinds) == 1:
+        print(render(kinds[0].plural, [client.get(kinds[0].plural, args.name)], args.output, True))
+        return 0
+    if args.name:
+        raise UsageError("a NAME needs a single kind")
+    for i, kind in enumerate(kinds):
+        if len(kinds) > 1 and args.output == "table":
+            print(("\n" if i else "") + kind.plural.upper())
+        print(render(kind.plural, client.list(kind.plural), args.output))
+    return 0
+
+
+def cmd_create(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.filename:
+        docs = _read_documents(args.filename)
+        for doc in docs:
+            kind = _kind(str(doc["kind"]))
+            _normalise(kind, doc)
+        for doc in docs:
+            kind = _kind(str(doc["kind"]))
+            obj = client.create(kind.plural, doc)
+            print(f"{kind.singular}/{obj['name']} created")
+        return 0
+    if not args.kind or not args.name:
+        raise UsageError("create needs KIND NAME (or -f FILE)")
+    kind = _kind(args.kind)
+    body = {"name": args.name, "labels": _labels(args.label) or {}}
+    body["spec"] = spec_from_flags(kind, args, {})
+    obj = client.create(kind.plural, body)
+    print(
+        render(kind.plural, [obj], args.output, True)
+        if args.output != "table"
+        else f"{kind.singular}/{obj['name']} created"
+    )
+    return 0
+
+
+def cmd_update(client: AdminClient, args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    current = client.get(kind.plural, args.name)
+    labels = _labels(args.label)
+    body = {
+        "name": args.name,
+        "labels": current["labels"] if labels is None else labels,
+        "spec": spec_from_flags(kind, args, current["spec"]),
+    }
+    obj = client.replace(kind.plural, args.name, body)
+    print(
+        render(kind.plural, [obj], args.output, True)
+        if args.output != "table"
+        else f"{kind.singular}/{obj['name']} updated"
+    )
+    return 0
+
+
+def cmd_delete(client: AdminClient, args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    client.delete(kind.plural, args.name)
+    print(f"{kind.singular}/{args.name} deleted")
+    return 0
+
+
+def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
+    print(render("status", client.status(), args.output))
+    return 0
+
+
+def _object_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", help="peer | export | import | policy")
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--label", action="append", metavar="KEY=VALUE")
+    peer = parser.add_argument_group("peer")
+    peer.add_argument("--gateway", action="append", metavar="HOST:PORT")
+    exp = parser.add_argument_group("export / import")
+    exp.add_argument("--host", help="export: target host")
+    exp.add_argument("--port", type=int, help="export: target port; import: listen port")
+    exp.add_argument("--allowed-peer", action="append", metavar="PEER")
+    exp.add_argument("--bind", help="import: listen address")
+    exp.add_argument("--source", action="append", metavar="PEER[/EXPORT]")
+    exp.add_argument("--lb-scheme", choices=["round-robin", "random", "static"])
+    pol = parser.add_argument_group("policy")
+    pol.add_argument("--action", choices=["allow", "deny"])
+    pol.add_argument("--privileged", action=argparse.BooleanOptionalAction, default=None)
+    pol.add_argument("--from", dest="from_", action="append", metavar="SELECTOR")
+    pol.add_argument("--to", action="append", metavar="SELECTOR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gwctl", description="ClusterLink gateway CLI")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help="admin unix socket")
+    parser.add_argument("--server", help="admin TCP listener, https://HOST:PORT")
+    parser.add_argument("--cert", help="admin client certificate (with --server)")
+    parser.add_argument("--key", help="admin client key (with --server)")
+    parser.add_argument("--cacert", help="CA bundle that signed the admin listener's certificate")
+    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="list objects, or show one")
+    get.add_argument("kind", help="peer | export | import | policy | all")
+    get.add_argument("name", nargs="?")
+    get.set_defaults(func=cmd_get)
+    create = sub.add_parser("create", help="create an object from flags or a file")
+    _object_flags(create)
+    create.add_argument("-f", "--filename", help="YAML/JSON file of objects (- for stdin)")
+    create.set_defaults(func=cmd_create)
+    update = sub.add_parser("update", help="change the given fields of an object")
+    _object_flags(update)
+    update.set_defaults(func=cmd_update)
+    delete = sub.add_parser("delete", help="delete an object")
+    delete.add_argument("kind")
+    delete.add_argument("name")
+    delete.set_defaults(func=cmd_delete)
+    apply = sub.add_parser("apply", help="create or update objects from a file (idempotent)")
+    apply.add_argument("-f", "--filename", required=True, help="YAML/JSON file (- for stdin)")
+    apply.set_defaults(func=cmd_apply)
+    status = sub.add_parser("status", help="peers, imports and exports at a glance")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    client = AdminClient(
+        args.socket,
+        server=args.server,
+        cert=args.cert,
+        key=args.key,
+        cacert=args.cacert,
+        timeout=args.timeout,
+    )
+    try:
+        return int(args.func(client, args))
+    except UsageError as exc:
+        print(f"gwctl: {exc}", file=sys.stderr)
+        return 2
+    except APIError as exc:
+        field = exc.body.get("field") if isinstance(exc.body, dict) else None
+        detail = f" (field {field})" if field and field not in exc.message else ""
+        print(f"gwctl: error {exc.status}: {exc.message}{detail}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"gwctl: cannot reach the gateway at {client.target}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Output of gwctl: tables for people, JSON and YAML for programs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+
+def _join(items: list[str]) -> str:
+    return ",".join(items) if items else "-"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return _join([f"{k}={v}" for k, v in sorted(labels.items())])
+
+
+def _reach(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "unknown"}[value]
+
+
+def _selector(sel: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(sel.get("matchLabels", {}).items())]
+    for expr in sel.get("matchExpressions", []):
+        values = ",".join(expr.get("values", []))
+        parts.append(f"{expr['key']} {expr['operator']}" + (f" ({values})" if values else ""))
+    parts += [f"ip in {c}" for c in sel.get("clientCIDRs", [])]
+    return "{" + "; ".join(parts) + "}" if parts else "*"
+
+
+COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
+    "peers": [
+        ("NAME", lambda o: o["name"]),
+        ("GATEWAYS", lambda o: _join([f"{g['host']}:{g['port']}" for g in o["spec"]["gateways"]])),
+        ("REACHABLE", lambda o: _reach(o["status"].get("reachable"))),
+        ("LAST SEEN", lambda o: o["status"].get("last_seen") or "-"),
+        ("LABELS", lambda o: _labels(o["status"].get("labels") or o["labels"])),
+    ],
+    "exports": [
+        ("NAME", lambda o: o["name"]),
+        ("TARGET", lambda o: f"{o['spec']['host']}:{o['spec']['port']}"),
+        (
+            "ALLOWED PEERS",
+            lambda o: _join(o["spec"]["allowed_peers"]) if o["spec"]["allowed_peers"] else "any",
+        ),
+        ("LABELS", lambda o: _labels(o["labels"])),
+        ("ERROR", lambda o: o["status"].get("error") or "-"),
+    ],
+    "imports": [
+        ("NAME", lambda o: o["name"]),
+        ("LISTEN", lambda o: o["status"].get("listen") or "-"),
+        (
+            "SOURCES",
+            lambda o: _join(
+                [f"{s['peer']}/{s['export'] or o['name']}" for s in o["spec"]["sources"]]
+            ),
+        ),
+        ("LB", lambda o: o["spec"]["lb_scheme"]),
+        ("ERROR", lambda o: o["status"].get("error") or "-"),
+    ],
+    "policies": [
+        ("NAME", lambda o: o["name"]),
+        ("ACTION", lambda o: o["spec"]["action"]),
+        ("TIER", lambda o: "privileged" if o["spec"]["privileged"] else "regular"),
+        ("FROM", lambda o: " | ".join(_selector(s) for s in o["spec"]["from"])),
+        ("TO", lambda o: " | ".join(_selector(s) for s in o["spec"]["to"])),
+    ],
+}
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _object_table(plural: str, objects: list[dict[str, Any]]) -> str:
+    cols = COLUMNS[plural]
+    rows = [[title for title, _ in cols]] + [[fn(o) for _, fn in cols] for o in objects]
+    return table(rows)
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    lines = [
+        f"gateway {status['peer_name']}  version {status['version']}  "
+        f"ready {'yes' if status['ready'] else 'no'}  labels {_labels(status['labels'])}",
+        "",
+        "PEERS",
+    ]
+    peer_rows = [["NAME", "REACHABLE", "LAST SEEN", "LABELS"]] + [
+        [
+            p["name"],
+            _reach(p.get("reachable")),
+            p.get("last_seen") or "-",
+            _labels(p.get("labels") or {}),
+        ]
+        for p in status["peers"]
+    ]
+    lines += [table(peer_rows), "", "IMPORTS"]
+    imp_rows = [["NAME", "LISTEN", "LISTENING", "ERROR"]] + [
+        [
+            i["name"],
+            i.get("listen") or "-",
+            "yes" if i.get("listening") else "no",
+            i.get("error") or "-",
+        ]
+        for i in status["imports"]
+    ]
+    lines += [table(imp_rows), "", "EXPORTS"]
+    exp_rows = [["NAME", "ERROR"]] + [[e["name"], e.get("error") or "-"] for e in status["exports"]]
+    lines += [table(exp_rows), "", f"POLICIES {len(status.get('policies', []))}"]
+    if status.get("invalid"):
+        lines += ["", "INVALID STORED OBJECTS"]
+        lines += [f"{i['kind']}/{i['name']}: {i['error']}" for i in status["invalid"]]
+    return "\n".join(lines)
+
+
+def render(what: str, data: Any, fmt: str, single: bool = False) -> str:
+    """Render API data as ``table``, ``json`` or ``yaml``."""
+    if single and isinstance(data, list) and len(data) == 1 and fmt != "table":
+        data = data[0]
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False).rstrip()
+    if what == "status":
+        return _status_table(data)
+    if what in COLUMNS:
+        return _object_table(what, data)
+    return json.dumps(data, indent=2)

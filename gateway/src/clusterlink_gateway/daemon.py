@@ -1,0 +1,193 @@
+"""Daemon lifecycle: start-up, signal handling (TERM/INT stop, HUP reloads), shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import grp
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from .api.app import build_app
+from .config import Config, ConfigError, admin_tls_context, check_runtime, load_config
+from .logs import setup_logging
+from .registry import Registry
+from .store.sqlite import Store
+
+log = logging.getLogger("clusterlink.daemon")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+class Daemon:
+    """One gateway process: its store, registry and listeners."""
+
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.info: dict[str, Any] = {
+            "peer_name": config.peer_name,
+            "labels": dict(config.labels),
+            "started": time.monotonic(),
+            "ready": False,
+        }
+        self.store = Store(config.state_dir / "state.db")
+        self.registry = Registry(
+            self.store, import_bind=config.imports.bind, port_range=config.imports.port_range
+        )
+        self._stop = asyncio.Event()
+        self._lock_file: IO[str] | None = None
+        self._runner: web.AppRunner | None = None
+        self._admin_ssl: ssl.SSLContext | None = None
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then shut down cleanly."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    async def start(self) -> None:
+        problems = check_runtime(self.config)
+        if problems:
+            raise StartupError("; ".join(problems))
+        self._lock_state_dir()
+        await self.store.open()
+        await self.registry.load()
+        await self._start_admin()
+        self.info["ready"] = True
+        log.info(
+            "gateway started",
+            extra={
+                "peer_name": self.config.peer_name,
+                "admin_socket": str(self.config.admin.socket),
+                "objects": {k: len(v) for k, v in self.registry.objects.items()},
+                "invalid_objects": len(self.registry.invalid),
+            },
+        )
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second stop signal: exiting now")
+            os._exit(1)
+        log.info("stop signal received", extra={"signal": sig.name})
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self.info["ready"] = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        with suppress(FileNotFoundError):
+            self.config.admin.socket.unlink()
+        await self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log.info("gateway stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and certificates; keep the old ones on error."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", extra={"error": str(exc)})
+            return
+        problems = check_runtime(new)
+        if problems:
+            log.error(
+                "reload failed; keeping the running configuration",
+                extra={"error": "; ".join(problems)},
+            )
+            return
+        restart_needed = [
+            name
+            for name in ("peer_name", "state_dir", "listen", "admin", "imports", "workers")
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        setup_logging(new.log.level, new.log.format)
+        self.info["labels"] = dict(new.labels)
+        if self._admin_ssl is not None and new.admin.tcp is not None:
+            self._admin_ssl.load_cert_chain(new.admin.tcp.cert, new.admin.tcp.key)
+        self.config = self.config.model_copy(
+            update={
+                "labels": new.labels,
+                "log": new.log,
+                "heartbeat": new.heartbeat,
+                "tls": new.tls,
+            }
+        )
+        log.info("configuration reloaded", extra={"needs_restart": restart_needed})
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _lock_state_dir(self) -> None:
+        state_dir = self.config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        lock = open(state_dir / "gateway.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StartupError(
+                    f"state_dir {state_dir} is in use by another running gateway"
+                ) from None
+            raise
+        self._lock_file = lock
+
+    async def _start_admin(self) -> None:
+        admin = self.config.admin
+        app = build_app(self.registry, self.info, max_body=admin.max_body_bytes)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        _prepare_socket_path(admin.socket)
+        old_umask = os.umask(0o777 & ~admin.socket_mode)
+        try:
+            await web.UnixSite(self._runner, str(admin.socket)).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(admin.socket, admin.socket_mode)
+        if admin.socket_group is not None:
+            os.chown(admin.socket, -1, grp.getgrnam(admin.socket_group).gr_gid)
+        if admin.tcp is not None:
+            self._admin_ssl = admin_tls_context(admin.tcp)
+            site = web.TCPSite(
+                self._runner, admin.tcp.address, admin.tcp.port, ssl_context=self._admin_ssl
+            )
+            await site.start()
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the socket's directory; remove a stale socket, refuse a live one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if not path.exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+            return
+    raise StartupError(f"admin.socket {path} is served by another running process")

@@ -1,0 +1,134 @@
+"""The four object kinds of the admin API: Peer, Export, Import and Policy.
+
+Every object travels in one envelope ``{name, labels, spec, status}``; ``status`` is read-only
+(accepted on input so that a fetched object can be sent back, and ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .common import Host, IPAddress, Labels, Name, Port, PortOrZero, Strict
+from .selector import PolicySpec
+
+LB_SCHEMES = ("round-robin", "random", "static")
+
+
+class Gateway(Strict):
+    """One endpoint of a remote site's gateway."""
+
+    host: Host
+    port: Port = 443
+
+
+class PeerSpec(Strict):
+    gateways: list[Gateway] = Field(min_length=1, max_length=64)
+
+
+class ExportSpec(Strict):
+    host: Host = "127.0.0.1"
+    port: Port
+    allowed_peers: list[Name] = Field(default_factory=list, max_length=1024)
+
+
+class ImportSource(Strict):
+    peer: Name
+    export: Name | None = Field(default=None, description="defaults to the import's name")
+
+
+class ImportSpec(Strict):
+    port: PortOrZero = Field(default=0, description="listen port; 0 = allocate from the range")
+    bind: IPAddress | None = Field(default=None, description="listen address; default from config")
+    sources: list[ImportSource] = Field(min_length=1, max_length=256)
+    lb_scheme: Literal["round-robin", "random", "static"] = "round-robin"
+
+
+class PeerStatus(Strict):
+    reachable: bool | None = None
+    last_seen: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ExportStatus(Strict):
+    error: str | None = None
+
+
+class ImportStatus(Strict):
+    listen: str | None = Field(default=None, description="effective listen address host:port")
+    port: int | None = Field(default=None, description="effective listen port")
+    listening: bool = False
+    error: str | None = None
+
+
+class PolicyStatus(Strict):
+    pass
+
+
+class _Envelope(Strict):
+    kind: str | None = Field(default=None, description="optional; must match the endpoint")
+    name: Name
+    labels: Labels = Field(default_factory=dict)
+
+
+class Peer(_Envelope):
+    spec: PeerSpec
+    status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
+
+
+class Export(_Envelope):
+    spec: ExportSpec
+    status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
+
+
+class Import(_Envelope):
+    spec: ImportSpec
+    status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
+
+
+class Policy(_Envelope):
+    spec: PolicySpec
+    status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one object kind is named in URLs, the CLI and files."""
+
+    kind: str  # "Peer"
+    plural: str  # "peers" (URL segment)
+    singular: str  # "peer" (CLI)
+    model: type[_Envelope]
+    status_model: type[Strict]
+
+
+KINDS: dict[str, Kind] = {
+    k.plural: k
+    for k in (
+        Kind("Peer", "peers", "peer", Peer, PeerStatus),
+        Kind("Export", "exports", "export", Export, ExportStatus),
+        Kind("Import", "imports", "import", Import, ImportStatus),
+        Kind("Policy", "policies", "policy", Policy, PolicyStatus),
+    )
+}
+"""Kinds by URL segment, in the order they are applied at startup."""
+
+
+def kind_for(word: str) -> Kind:
+    """Resolve ``peer``, ``peers`` or ``Peer`` to its kind; KeyError if unknown."""
+    low = word.lower()
+    for k in KINDS.values():
+        if low in (k.plural, k.singular, k.kind.lower()):
+            return k
+    raise KeyError(word)
+
+
+def object_document(kind: Kind, obj: _Envelope) -> dict[str, Any]:
+    """The stored form of an object: name, labels and spec, defaults filled in."""
+    return {
+        "name": obj.name,
+        "labels": dict(obj.labels),
+        "spec": obj.spec.model_dump(mode="json", by_alias=True),
+    }

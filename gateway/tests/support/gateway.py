@@ -1,0 +1,123 @@
+"""Run a real ``clusterlink-gateway`` process for tests, with its own config, certs and state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterlink_gateway.client import AdminClient
+
+from .pki import TestCA
+
+BIN = Path(sys.executable).parent
+
+
+class GatewayProcess:
+    """A gateway daemon in a temporary directory; ``client`` talks to its admin socket."""
+
+    def __init__(
+        self, root: Path, name: str, ca: TestCA, *, extra: dict[str, Any] | None = None
+    ) -> None:
+        self.root = root / name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        issued = ca.issue(name)
+        self.socket = self.root / "admin.sock"
+        self.config: dict[str, Any] = {
+            "peer_name": name,
+            "listen": {"address": "127.0.0.1", "port": free_port()},
+            "tls": {"cert": str(issued.cert), "key": str(issued.key), "ca": str(ca.ca_path)},
+            "admin": {"socket": str(self.socket), "socket_group": None},
+            "state_dir": str(self.root / "state"),
+            "imports": {"bind": "127.0.0.1", "port_range": [41000, 41999]},
+            "log": {"level": "debug", "format": "json"},
+        }
+        _merge(self.config, extra or {})
+        self.config_path = self.root / "gateway.yaml"
+        self.log_path = self.root / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = AdminClient(str(self.socket), timeout=10)
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def start(self, wait: bool = True) -> GatewayProcess:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [str(BIN / "clusterlink-gateway"), "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway {self.name} exited: {self.log_tail()}")
+            try:
+                if self.client.raw("GET", "/readyz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway {self.name} not ready: {self.log_tail()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

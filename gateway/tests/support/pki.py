@@ -1,0 +1,95 @@
+"""Throwaway certificates for tests: a CA and leaf certificates signed by it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass
+class Issued:
+    cert: Path
+    key: Path
+
+
+class TestCA:
+    """A self-signed ECDSA P-256 CA that issues leaf certificates into a directory."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path, name: str = "test-fabric") -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.ca_path = self.dir / f"{name}-ca.pem"
+        self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self,
+        name: str,
+        *,
+        dns: list[str] | None = None,
+        days: int = 30,
+        expired: bool = False,
+    ) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        if expired:
+            start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
+        else:
+            start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in (dns or [name])]),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        out = Issued(self.dir / f"{name}.crt", self.dir / f"{name}.key")
+        out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        out.key.chmod(0o600)
+        return out
