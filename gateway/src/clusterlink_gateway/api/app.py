@@ -21,6 +21,7 @@ log = logging.getLogger("clusterlink.api")
 
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry", Registry)
 DAEMON_INFO: web.AppKey[dict[str, Any]] = web.AppKey("daemon_info", dict)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,8 +51,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except StoreError as exc:
         log.error("store write failed", extra={"error": str(exc)})
         return error_response(507, str(exc))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY]
+        return error_response(413, f"request body too large (limit {limit} bytes)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -150,6 +152,7 @@ def build_app(registry: Registry, info: dict[str, Any], *, max_body: int) -> web
     app = web.Application(middlewares=[json_errors], client_max_size=max_body)
     app[REGISTRY] = registry
     app[DAEMON_INFO] = info
+    app[MAX_BODY] = max_body
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/v1/status", status, allow_head=False)

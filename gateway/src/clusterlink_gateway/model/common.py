@@ -10,8 +10,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _DNS_LABEL = re.compile(DNS_LABEL)
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -29,34 +27,62 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def check_label_key(key: str) -> str:
-    """Validate a Kubernetes qualified name: optional DNS-subdomain prefix, then a name."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain of at most 253 chars")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        raise ValueError(
-            f"label key {key!r}: name must be 1-63 characters of [A-Za-z0-9._-], "
-            "starting and ending with an alphanumeric character"
-        )
+_NAME_MAX = 63
+_PREFIX_MAX = 253
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_PART = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN_RE = re.compile(rf"{_DNS_PART}(?:\.{_DNS_PART})*")
+
+_NAME_RULE = (
+    "must consist of alphanumeric characters, '-', '_' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+
+
+def _check_label_name(name: str, what: str) -> None:
+    if not name:
+        raise ValueError(f"{what} must be non-empty")
+    if len(name) > _NAME_MAX:
+        raise ValueError(f"{what} must be no more than {_NAME_MAX} characters")
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(f"{what} {_NAME_RULE}")
+
+
+def validate_label_key(key: str) -> str:
+    """Check a qualified name: ``[prefix/]name`` (prefix: DNS subdomain)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if "/" in prefix:
+            raise ValueError(f"invalid label key {key!r}: at most one '/' is allowed")
+        if not prefix:
+            raise ValueError(f"invalid label key {key!r}: prefix part must be non-empty")
+        if len(prefix) > _PREFIX_MAX:
+            raise ValueError(
+                f"invalid label key {key!r}: prefix part must be no more than "
+                f"{_PREFIX_MAX} characters"
+            )
+        if not _SUBDOMAIN_RE.fullmatch(prefix):
+            raise ValueError(
+                f"invalid label key {key!r}: prefix part must be a lowercase DNS subdomain"
+            )
+    try:
+        _check_label_name(name, "name part")
+    except ValueError as exc:
+        raise ValueError(f"invalid label key {key!r}: {exc}") from None
     return key
 
 
-def check_label_value(value: str) -> str:
-    """Validate a Kubernetes label value (may be empty)."""
-    if len(value) > 63 or not _LABEL_NAME.match(value):
+def validate_label_value(value: str) -> str:
+    """Check a label value: empty, or <= 63 chars of ``[A-Za-z0-9._-]``, alnum at both ends."""
+    if value == "":
+        return value
+    if len(value) > _NAME_MAX:
         raise ValueError(
-            f"label value {value!r}: must be at most 63 characters of [A-Za-z0-9._-], "
-            "starting and ending with an alphanumeric character"
+            f"invalid label value {value!r}: must be no more than {_NAME_MAX} characters"
         )
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(f"invalid label value {value!r}: {_NAME_RULE}")
     return value
-
-
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        check_label_key(key)
-        check_label_value(value)
-    return labels
 
 
 def _check_name(name: str) -> str:
@@ -86,10 +112,14 @@ def _check_ip(address: str) -> str:
 
 
 LabelKey = Annotated[
-    str, Field(max_length=317, pattern=LABEL_KEY_PATTERN), AfterValidator(check_label_key)
+    str,
+    Field(json_schema_extra={"maxLength": 317, "pattern": LABEL_KEY_PATTERN}),
+    AfterValidator(validate_label_key),
 ]
 LabelValue = Annotated[
-    str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN), AfterValidator(check_label_value)
+    str,
+    Field(json_schema_extra={"maxLength": 63, "pattern": LABEL_VALUE_PATTERN}),
+    AfterValidator(validate_label_value),
 ]
 Name = Annotated[
     str,
@@ -99,7 +129,7 @@ Name = Annotated[
     ),
     AfterValidator(_check_name),
 ]
-Labels = Annotated[dict[LabelKey, LabelValue], AfterValidator(_check_labels)]
+Labels = dict[LabelKey, LabelValue]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 PortOrZero = Annotated[int, Field(ge=0, le=65535, strict=True)]
 Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_check_host)]
