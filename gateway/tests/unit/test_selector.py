@@ -159,9 +159,20 @@ def test_bad_cidr_rejected(cidr: str) -> None:
     assert _error_locs(exc) == [("clientCIDRs", 1)]
 
 
-def test_cidrs_normalised() -> None:
-    sel = SourceSelector(clientCIDRs=["10.1.2.3/8", "192.168.1.7", "FD00:0::5/64", "::1"])
-    assert sel.clientCIDRs == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/64", "::1/128"]
+def test_cidrs_kept_as_written_and_matched_as_networks() -> None:
+    cidrs = ["10.1.2.3/8", "192.168.1.7", "FD00:0::5/64", "::1"]
+    sel = SourceSelector(clientCIDRs=cidrs)
+    assert sel.clientCIDRs == cidrs  # echoed back exactly as sent
+    for ip, expected in (
+        ("10.200.0.1", True),
+        ("11.0.0.1", False),
+        ("192.168.1.7", True),
+        ("192.168.1.8", False),
+        ("fd00::ffff", True),
+        ("fd01::1", False),
+        ("::1", True),
+    ):
+        assert sel.matches({}, ipaddress.ip_address(ip)) is expected, ip
 
 
 def test_policy_spec_alias_and_defaults() -> None:
@@ -180,7 +191,7 @@ def test_policy_spec_alias_and_defaults() -> None:
 
 
 def test_equality_ignores_compiled_state() -> None:
-    assert SourceSelector(clientCIDRs=["10.0.0.1/8"]) == SourceSelector(clientCIDRs=["10.0.0.0/8"])
+    assert SourceSelector(clientCIDRs=["10.0.0.0/8"]) == SourceSelector(clientCIDRs=["10.0.0.0/8"])
     assert SourceSelector(clientCIDRs=["10.0.0.0/8"]) != SourceSelector(clientCIDRs=["11.0.0.0/8"])
     assert LabelSelector(matchLabels={"a": "b"}) == LabelSelector.model_validate(
         {"matchLabels": {"a": "b"}}

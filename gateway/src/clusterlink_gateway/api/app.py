@@ -57,7 +57,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("admin API request failed", extra={"path": request.path})
         return error_response(500, "internal error; see the gateway log")
@@ -157,9 +160,10 @@ def build_app(registry: Registry, info: dict[str, Any], *, max_body: int) -> web
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/v1/status", status, allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
-    app.router.add_get("/v1/{kind}", list_objects, allow_head=False)
-    app.router.add_post("/v1/{kind}", create_object)
-    app.router.add_get("/v1/{kind}/{name}", get_object, allow_head=False)
-    app.router.add_put("/v1/{kind}/{name}", replace_object)
-    app.router.add_delete("/v1/{kind}/{name}", delete_object)
+    kind = r"{kind:(?!status$|openapi\.json$)[^/]+}"
+    app.router.add_get(f"/v1/{kind}", list_objects, allow_head=False)
+    app.router.add_post(f"/v1/{kind}", create_object)
+    app.router.add_get(f"/v1/{kind}/{{name}}", get_object, allow_head=False)
+    app.router.add_put(f"/v1/{kind}/{{name}}", replace_object)
+    app.router.add_delete(f"/v1/{kind}/{{name}}", delete_object)
     return app

@@ -85,6 +85,10 @@ def _output_schema(kind: Kind) -> dict[str, Any]:
 def _kind_paths(kind: Kind) -> dict[str, Any]:
     obj = {"$ref": REF.format(model=f"{kind.kind}Object")}
     body = {"required": True, "content": _json({"$ref": REF.format(model=kind.kind)})}
+    put_body = {
+        "required": True,
+        "content": _json({"$ref": REF.format(model=f"{kind.kind}Update")}),
+    }
     name_param = {
         "name": "name",
         "in": "path",
@@ -138,7 +142,7 @@ def _kind_paths(kind: Kind) -> dict[str, Any]:
             "put": {
                 "operationId": f"replace{kind.kind}",
                 "tags": tag,
-                "requestBody": body,
+                "requestBody": put_body,
                 "responses": {
                     "200": {"description": "replaced; the stored object", "content": _json(obj)},
                     "404": _error("no such object"),
@@ -167,6 +171,10 @@ def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     for kind in KINDS.values():
         schemas[f"{kind.kind}Object"] = _output_schema(kind)
+        update = dict(schemas[kind.kind])
+        update["required"] = [f for f in update["required"] if f != "name"]
+        update["description"] = "as for create; `name` may be omitted (taken from the URL)"
+        schemas[f"{kind.kind}Update"] = update
     schemas["Error"] = ERROR_SCHEMA
     schemas["Status"] = STATUS_SCHEMA
     paths: dict[str, Any] = {

@@ -6,16 +6,28 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _DNS_LABEL = re.compile(DNS_LABEL)
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$"
+HOSTNAME_PATTERN = (
+    r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+_HOSTNAME = re.compile(HOSTNAME_PATTERN)
+_V4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V6_PREFIX = r"(12[0-8]|1[01][0-9]|[1-9]?[0-9])"
+CIDR_SCHEMAS = [
+    {"type": "string", "format": "ipv4"},
+    {"type": "string", "format": "ipv6"},
+    {"type": "string", "pattern": rf"^({_V4}\.){{3}}{_V4}/(3[0-2]|[12]?[0-9])$"},
+    {"type": "string", "pattern": rf"^([0-9a-f]{{1,4}}:){{7}}[0-9a-f]{{1,4}}/{_V6_PREFIX}$"},
+    {"type": "string", "pattern": rf"^([0-9a-f]{{1,4}}:){{1,7}}:/{_V6_PREFIX}$"},
+]
+_IP_SCHEMAS = [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]
 
 LABEL_KEY_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"^(?=([^/]{1,253}/)?[^/]{1,63}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$"
@@ -129,8 +141,28 @@ Name = Annotated[
     ),
     AfterValidator(_check_name),
 ]
-Labels = dict[LabelKey, LabelValue]
-Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
-PortOrZero = Annotated[int, Field(ge=0, le=65535, strict=True)]
-Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_check_host)]
-IPAddress = Annotated[str, Field(min_length=2, max_length=45), AfterValidator(_check_ip)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(json_schema_extra={"additionalProperties": False}),
+]
+
+
+def _integral(value: object) -> object:
+    """JSON numbers like ``443.0`` are integers too; strings and booleans are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535, strict=True), BeforeValidator(_integral)]
+PortOrZero = Annotated[int, Field(ge=0, le=65535, strict=True), BeforeValidator(_integral)]
+Host = Annotated[
+    str,
+    Field(
+        json_schema_extra={"anyOf": [*_IP_SCHEMAS, {"type": "string", "pattern": HOSTNAME_PATTERN}]}
+    ),
+    AfterValidator(_check_host),
+]
+IPAddress = Annotated[
+    str, Field(json_schema_extra={"anyOf": _IP_SCHEMAS}), AfterValidator(_check_ip)
+]

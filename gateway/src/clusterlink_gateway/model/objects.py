@@ -68,27 +68,31 @@ class PolicyStatus(Strict):
 
 
 class _Envelope(Strict):
-    kind: str | None = Field(default=None, description="optional; must match the endpoint")
+    kind: str | None = None
     name: Name
     labels: Labels = Field(default_factory=dict)
 
 
 class Peer(_Envelope):
+    kind: Literal["Peer"] | None = Field(default=None, description="optional")
     spec: PeerSpec
     status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
 
 
 class Export(_Envelope):
+    kind: Literal["Export"] | None = Field(default=None, description="optional")
     spec: ExportSpec
     status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
 
 
 class Import(_Envelope):
+    kind: Literal["Import"] | None = Field(default=None, description="optional")
     spec: ImportSpec
     status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
 
 
 class Policy(_Envelope):
+    kind: Literal["Policy"] | None = Field(default=None, description="optional")
     spec: PolicySpec
     status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
 

@@ -21,25 +21,28 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationInfo,
     field_validator,
 )
 
-from .common import LabelKey, LabelValue, validate_label_key, validate_label_value
+from .common import CIDR_SCHEMAS, LabelKey, LabelValue, validate_label_key, validate_label_value
 
 __all__ = ["LabelKey", "LabelValue", "validate_label_key", "validate_label_value"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _normalise_cidr(value: str) -> str:
+def _check_cidr(value: str) -> str:
+    """Accept an address or network (host bits allowed); keep the text as the user wrote it."""
     try:
-        return str(ipaddress.ip_network(value, strict=False))
+        ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise ValueError(f"invalid CIDR {value!r}") from None
+    return value
 
 
-CIDR = Annotated[str, AfterValidator(_normalise_cidr)]
+CIDR = Annotated[str, Field(json_schema_extra={"anyOf": CIDR_SCHEMAS}), AfterValidator(_check_cidr)]
 
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
@@ -56,7 +59,22 @@ _OP_CODES: dict[str, int] = {
 class SelectorRequirement(BaseModel):
     """One ``matchExpressions`` element."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"operator": {"enum": ["In", "NotIn"]}}},
+                    "then": {"required": ["values"], "properties": {"values": {"minItems": 1}}},
+                },
+                {
+                    "if": {"properties": {"operator": {"enum": ["Exists", "DoesNotExist"]}}},
+                    "then": {"properties": {"values": {"maxItems": 0}}},
+                },
+            ]
+        },
+    )
 
     key: LabelKey
     operator: Operator
@@ -168,7 +186,7 @@ class SourceSelector(LabelSelector):
     clientCIDRs: list[CIDR] = []
 
     def model_post_init(self, context: object, /) -> None:
-        networks = tuple(ipaddress.ip_network(c) for c in self.clientCIDRs)
+        networks = tuple(ipaddress.ip_network(c, strict=False) for c in self.clientCIDRs)
         self._matcher = SourceMatcher(
             *_compile_labels(self),
             tuple((n.version, int(n.netmask), int(n.network_address)) for n in networks),
@@ -195,6 +213,6 @@ class PolicySpec(BaseModel):
     )
 
     action: Literal["allow", "deny"]
-    privileged: bool = False
+    privileged: StrictBool = False
     from_: list[SourceSelector] = Field(alias="from", min_length=1)
     to: list[LabelSelector] = Field(min_length=1)

@@ -1,0 +1,671 @@
+"""Sans-IO HTTP/2 core of a peer link: bytes and calls in, typed events and bytes out.
+
+``H2Core`` wraps one ``h2`` connection and adds what a byte-pipe transport needs on top of it:
+
+* explicit flow control: the connection window is handed back as soon as DATA arrives (the
+  bytes are then owned by one stream, whose own window bounds them), a stream's window only when
+  the application calls ``ack`` (i.e. after its consumer took the bytes);
+* per-stream send buffers that hold what the peer's windows do not let through yet, flushed
+  round-robin when windows open, with a pause/resume signal for the writer;
+* a frame guard that rejects oversized frames and header blocks before ``h2`` buffers them;
+* GOAWAY that drains: streams the peer accepted keep running, the ones it did not are reported
+  so the caller can retry them elsewhere.
+
+No sockets, clocks or tasks here; ``link.py`` drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import DataFrame
+
+# HTTP/2 error codes (RFC 9113 section 7) used here.
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+
+_HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION = 0x1, 0x5, 0x7, 0x9
+_END_HEADERS = 0x4
+_PREFACE_LEN = 24
+_MAX_WINDOW = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes for one link. Windows are what we grant the peer; frames what we accept."""
+
+    max_frame_size: int = 1 << 20
+    stream_window: int = 4 << 20
+    connection_window: int = 64 << 20
+    max_header_bytes: int = 16384
+    max_concurrent_streams: int = 10000
+    send_high: int = 256 << 10  # per-stream unsent bytes above which the writer should pause
+    send_low: int = 64 << 10  # ... and at or below which it may resume
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    stream_id: int
+    method: str
+    path: str | None
+    authority: str | None
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class ResponseReceived:
+    stream_id: int
+    status: int
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class DataReceived:
+    stream_id: int
+    data: bytes
+    flow_len: int  # what to pass to ``ack`` once the bytes are consumed
+
+
+@dataclass(slots=True)
+class StreamEnded:
+    """The peer sent END_STREAM: no more data will come on this stream."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamClosed:
+    """The stream is gone: both directions ended (error_code None) or it was reset."""
+
+    stream_id: int
+    error_code: int | None
+    by_peer: bool
+
+
+@dataclass(slots=True)
+class SendResumed:
+    """A stream's unsent buffer drained to ``send_low``: its writer may resume."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class GoAwayReceived:
+    last_stream_id: int
+    error_code: int
+    refused: list[int]  # our streams the peer never processed: safe to retry elsewhere
+
+
+@dataclass(slots=True)
+class PingAcked:
+    data: bytes
+
+
+@dataclass(slots=True)
+class ConnectionFailed:
+    """Protocol violation: a GOAWAY is queued; send what is pending, then close."""
+
+    error_code: int
+    reason: str
+
+
+Event = (
+    RequestReceived
+    | ResponseReceived
+    | DataReceived
+    | StreamEnded
+    | StreamClosed
+    | SendResumed
+    | GoAwayReceived
+    | PingAcked
+    | ConnectionFailed
+)
+
+
+class StreamGone(Exception):
+    """The stream is closed, reset or unknown."""
+
+
+class CannotOpenStream(Exception):
+    """No new stream on this connection: it is going away, failed, or at its stream limit."""
+
+
+# -- h2 adapter --------------------------------------------------------------------------------
+
+
+class _QuietDataFrame(DataFrame):
+    """A DataFrame whose repr does not hex-dump the payload (h2 formats every received frame)."""
+
+    def __repr__(self) -> str:
+        return f"DataFrame(stream_id={self.stream_id}, len={len(self.data)})"
+
+
+class _Connection(h2.connection.H2Connection):
+    """h2's connection with the per-frame repr of DATA payloads avoided (it costs ~1 ms/MB)."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        table = getattr(self, "_frame_dispatch_table", None)
+        self._quiet = isinstance(table, dict) and DataFrame in table
+        if self._quiet:
+            table[_QuietDataFrame] = table[DataFrame]
+
+    def _receive_frame(self, frame):  # type: ignore[no-untyped-def]
+        if self._quiet and frame.__class__ is DataFrame:
+            frame.__class__ = _QuietDataFrame
+        return super()._receive_frame(frame)
+
+
+class _GuardError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _FrameGuard:
+    """Walks frame headers as bytes arrive (O(frames), not O(bytes)).
+
+    Rejects frames above the frame size limit and header blocks above the header limit as soon
+    as their 9-byte header is seen, and reports where GOAWAY frames end so the core can feed
+    ``h2`` up to them and restore the connection state before the next frame.
+    """
+
+    __slots__ = ("_block", "_goaway", "_head", "_max_frame", "_max_header", "_preface", "_skip")
+
+    def __init__(self, *, server: bool, max_frame: int, max_header: int) -> None:
+        self._preface = _PREFACE_LEN if server else 0
+        self._max_frame = max_frame
+        self._max_header = max_header
+        self._head = b""
+        self._skip = 0
+        self._block = 0
+        self._goaway = False
+
+    def feed(self, data: bytes) -> list[int]:
+        cuts: list[int] = []
+        pos, n = 0, len(data)
+        if self._preface:
+            take = min(self._preface, n)
+            self._preface -= take
+            pos = take
+        while pos < n:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+                if not self._skip and self._goaway:
+                    self._goaway = False
+                    cuts.append(pos)
+                continue
+            need = 9 - len(self._head)
+            self._head += data[pos : pos + need]
+            pos += min(need, n - pos)
+            if len(self._head) < 9:
+                break
+            head, self._head = self._head, b""
+            length = int.from_bytes(head[:3], "big")
+            ftype, flags = head[3], head[4]
+            if length > self._max_frame:
+                raise _GuardError(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds the limit")
+            if ftype in (_HEADERS, _CONTINUATION, _PUSH_PROMISE):
+                self._block += length
+                if self._block > self._max_header:
+                    raise _GuardError(PROTOCOL_ERROR, "header block exceeds the header size limit")
+                if flags & _END_HEADERS:
+                    self._block = 0
+            self._skip = length
+            if ftype == _GOAWAY:
+                if length:
+                    self._goaway = True
+                else:
+                    cuts.append(pos)
+        return cuts
+
+
+class _Stream:
+    __slots__ = (
+        "end_queued",
+        "id",
+        "local_closed",
+        "paused",
+        "pending",
+        "remote_closed",
+        "unacked",
+        "unsent",
+    )
+
+    def __init__(self, stream_id: int) -> None:
+        self.id = stream_id
+        self.pending: deque[bytes | memoryview] = deque()
+        self.unsent = 0
+        self.end_queued = False
+        self.local_closed = False
+        self.remote_closed = False
+        self.unacked = 0
+        self.paused = False
+
+
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], dict[str, str]]:
+    pseudo: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for name_b, value_b in raw:
+        name = name_b.decode("ascii", "replace")
+        value = value_b.decode("utf-8", "replace")
+        if name.startswith(":"):
+            pseudo[name] = value
+        elif name in headers:
+            headers[name] += ", " + value
+        else:
+            headers[name] = value
+    return pseudo, headers
+
+
+def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in (headers or {}).items():
+        if name.startswith(":"):
+            raise ValueError(f"pseudo-header {name!r} cannot be set as an extra header")
+        out.append((name.lower().encode("ascii"), str(value).encode("utf-8")))
+    return out
+
+
+# -- the core ----------------------------------------------------------------------------------
+
+
+class H2Core:
+    """One HTTP/2 connection, either side. Call ``initiate`` first, then feed and drain."""
+
+    def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
+        self.limits = lim = limits or Limits()
+        self.client_side = client_side
+        config = h2.config.H2Configuration(
+            client_side=client_side, header_encoding=None, validate_inbound_headers=True
+        )
+        self._h2 = conn = _Connection(config)
+        conn.local_settings = h2.settings.Settings(
+            client=client_side,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: lim.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: lim.max_header_bytes,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: lim.stream_window,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: lim.max_frame_size,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        conn.max_inbound_frame_size = lim.max_frame_size
+        conn.decoder.max_header_list_size = lim.max_header_bytes
+        self._open_state = (
+            h2.connection.ConnectionState.CLIENT_OPEN
+            if client_side
+            else h2.connection.ConnectionState.SERVER_OPEN
+        )
+        self._guard = _FrameGuard(
+            server=not client_side,
+            max_frame=lim.max_frame_size,
+            max_header=lim.max_header_bytes + 1024,  # HPACK may encode slightly longer
+        )
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, _Stream] = {}  # streams with unsent data, in flush order
+        self._events: list[Event] = []
+        self._conn_unacked = 0
+        self._ack_stream_at = max(1, lim.stream_window // 4)
+        self._ack_conn_at = max(1, lim.connection_window // 4)
+        self._output_blocked = False
+        self.goaway_sent: int | None = None  # last stream id we promised to process
+        self.goaway_received: int | None = None
+        self.failed: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue the preface and SETTINGS, and open the connection window."""
+        self._h2.initiate_connection()
+        extra = self.limits.connection_window - 65535
+        if extra > 0:
+            self._h2.increment_flow_control_window(min(extra, _MAX_WINDOW - 65535))
+
+    def data_to_send(self) -> bytes:
+        return self._h2.data_to_send()
+
+    def pop_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def can_open(self) -> bool:
+        """True while new local streams are allowed (no GOAWAY, no failure, below the limit)."""
+        if self.failed is not None or self.goaway_sent is not None:
+            return False
+        if self.goaway_received is not None:
+            return False
+        return self._h2.open_outbound_streams < self._h2.remote_settings.max_concurrent_streams
+
+    def unsent(self, stream_id: int) -> int:
+        rec = self._streams.get(stream_id)
+        return rec.unsent if rec is not None else 0
+
+    def total_unsent(self) -> int:
+        return sum(rec.unsent for rec in self._blocked.values())
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns the events they caused (and any queued before)."""
+        if self.failed is not None:
+            return self.pop_events()
+        try:
+            cuts = self._guard.feed(data)
+        except _GuardError as exc:
+            self._fail(exc.code, str(exc))
+            return self.pop_events()
+        if not cuts:
+            self._feed(data)
+        else:
+            view, start = memoryview(data), 0
+            for cut in cuts:
+                self._feed(view[start:cut])
+                start = cut
+                if self.failed is not None:
+                    break
+            if start < len(data) and self.failed is None:
+                self._feed(view[start:])
+        if self._conn_unacked >= self._ack_conn_at and self.failed is None:
+            self._h2.increment_flow_control_window(self._conn_unacked)
+            self._conn_unacked = 0
+        return self.pop_events()
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        try:
+            h2_events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.failed = str(exc) or exc.__class__.__name__
+            code = int(getattr(exc, "error_code", PROTOCOL_ERROR) or PROTOCOL_ERROR)
+            self._events.append(ConnectionFailed(code, self.failed))
+            return
+        flush = False
+        for ev in h2_events:
+            cls = ev.__class__
+            if cls is h2.events.DataReceived:
+                self._on_data(ev)  # type: ignore[arg-type]
+            elif cls is h2.events.WindowUpdated or cls is h2.events.RemoteSettingsChanged:
+                flush = True
+            elif cls is h2.events.StreamEnded:
+                self._on_remote_end(ev.stream_id)  # type: ignore[attr-defined]
+            elif cls is h2.events.RequestReceived:
+                self._on_request(ev)  # type: ignore[arg-type]
+            elif cls is h2.events.ResponseReceived:
+                self._on_response(ev)  # type: ignore[arg-type]
+            elif cls is h2.events.StreamReset:
+                self._on_reset(ev)  # type: ignore[arg-type]
+            elif cls is h2.events.ConnectionTerminated:
+                self._on_goaway(ev)  # type: ignore[arg-type]
+            elif cls is h2.events.PingAckReceived:
+                self._events.append(PingAcked(ev.ping_data))  # type: ignore[attr-defined]
+        if flush and self.failed is None:
+            self._flush()
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid, flow = ev.stream_id, ev.flow_controlled_length or 0
+        self._conn_unacked += flow
+        if sid in self._streams:
+            self._events.append(DataReceived(sid, ev.data or b"", flow))
+        elif flow and self.failed is None:
+            # Not ours any more (e.g. reset locally while DATA was in flight): give it back.
+            self._ack_stream_h2(sid, flow)
+
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        if self.goaway_sent is not None and sid > self.goaway_sent:
+            self._h2.reset_stream(sid, REFUSED_STREAM)
+            return
+        pseudo, headers = _decode_headers(ev.headers)  # type: ignore[arg-type]
+        self._streams[sid] = _Stream(sid)
+        self._events.append(
+            RequestReceived(
+                sid,
+                pseudo.get(":method", ""),
+                pseudo.get(":path"),
+                pseudo.get(":authority"),
+                headers,
+            )
+        )
+
+    def _on_response(self, ev: h2.events.ResponseReceived) -> None:
+        if ev.stream_id not in self._streams:
+            return
+        pseudo, headers = _decode_headers(ev.headers)  # type: ignore[arg-type]
+        try:
+            status = int(pseudo.get(":status", "0"))
+        except ValueError:
+            status = 0
+        self._events.append(ResponseReceived(ev.stream_id, status, headers))
+
+    def _on_remote_end(self, sid: int) -> None:
+        rec = self._streams.get(sid)
+        if rec is None:
+            return
+        rec.remote_closed = True
+        self._events.append(StreamEnded(sid))
+        self._maybe_closed(rec)
+
+    def _on_reset(self, ev: h2.events.StreamReset) -> None:
+        rec = self._streams.pop(ev.stream_id, None)
+        if rec is None:
+            return
+        self._blocked.pop(rec.id, None)
+        code = int(ev.error_code) if ev.error_code is not None else CANCEL
+        self._events.append(StreamClosed(rec.id, code, by_peer=ev.remote_reset))
+
+    def _on_goaway(self, ev: h2.events.ConnectionTerminated) -> None:
+        last = int(ev.last_stream_id or 0)
+        code = int(ev.error_code) if ev.error_code is not None else NO_ERROR
+        self.goaway_received = last
+        refused = sorted(
+            sid for sid in self._streams if sid > last and (sid % 2 == 1) == self.client_side
+        )
+        for sid in refused:
+            self._streams.pop(sid)
+            self._blocked.pop(sid, None)
+        if code == NO_ERROR:
+            # h2 treats any GOAWAY as the end; we let the streams the peer accepted finish.
+            self._h2.state_machine.state = self._open_state
+        else:
+            self.failed = f"peer sent GOAWAY with error code {code}"
+        self._events.append(GoAwayReceived(last, code, refused))
+
+    # -- output --------------------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        method: str,
+        authority: str,
+        *,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
+        end_stream: bool = False,
+    ) -> int:
+        """Send a request's HEADERS; returns the new stream id."""
+        if not self.can_open:
+            raise CannotOpenStream(self.failed or "connection is going away or at its stream limit")
+        block = [(b":method", method.encode()), (b":authority", authority.encode())]
+        if method != "CONNECT":
+            block += [(b":scheme", b"https"), (b":path", (path or "/").encode())]
+        block += _encode_headers(headers)
+        sid = self._h2.get_next_available_stream_id()
+        try:
+            self._h2.send_headers(sid, block, end_stream=end_stream)
+        except h2.exceptions.TooManyStreamsError as exc:
+            raise CannotOpenStream(str(exc)) from None
+        rec = self._streams[sid] = _Stream(sid)
+        rec.local_closed = end_stream
+        return sid
+
+    def send_response(
+        self,
+        stream_id: int,
+        status: int,
+        headers: dict[str, str] | None = None,
+        *,
+        end_stream: bool = False,
+    ) -> None:
+        rec = self._writable(stream_id)
+        block = [(b":status", str(status).encode()), *_encode_headers(headers)]
+        self._h2.send_headers(stream_id, block, end_stream=end_stream)
+        if end_stream:
+            rec.local_closed = True
+            self._maybe_closed(rec)
+
+    def send_data(self, stream_id: int, data: bytes | memoryview) -> bool:
+        """Send what the windows allow now and buffer the rest; True means: writer, pause."""
+        rec = self._writable(stream_id)
+        if not data:
+            return rec.paused
+        if rec.unsent or self._output_blocked:
+            rec.pending.append(data)
+            rec.unsent += len(data)
+        else:
+            sent = self._send_now(stream_id, data)
+            if sent < len(data):
+                rest = memoryview(data)[sent:]
+                rec.pending.append(rest)
+                rec.unsent += len(rest)
+        if rec.unsent:
+            self._blocked.setdefault(stream_id, rec)
+            if rec.unsent > self.limits.send_high:
+                rec.paused = True
+        return rec.paused
+
+    def end_stream(self, stream_id: int) -> None:
+        """END_STREAM after whatever is still buffered for the stream."""
+        rec = self._writable(stream_id)
+        if rec.unsent:
+            rec.end_queued = True
+            return
+        self._h2.end_stream(stream_id)
+        rec.local_closed = True
+        self._maybe_closed(rec)
+
+    def reset_stream(self, stream_id: int, error_code: int = CANCEL) -> None:
+        rec = self._streams.pop(stream_id, None)
+        if rec is None:
+            return
+        self._blocked.pop(stream_id, None)
+        if self.failed is None:
+            with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
+                self._h2.reset_stream(stream_id, error_code)
+        self._events.append(StreamClosed(stream_id, error_code, by_peer=False))
+
+    def ack(self, stream_id: int, size: int) -> None:
+        """The application consumed ``size`` flow-controlled bytes of the stream."""
+        rec = self._streams.get(stream_id)
+        if rec is None or rec.remote_closed or self.failed is not None:
+            return
+        rec.unacked += size
+        if rec.unacked >= self._ack_stream_at:
+            size, rec.unacked = rec.unacked, 0
+            self._ack_stream_h2(stream_id, size)
+
+    def set_output_blocked(self, blocked: bool) -> None:
+        """The transport is full (True) or has room again (False): hold or release DATA."""
+        self._output_blocked = blocked
+        if not blocked and self._blocked and self.failed is None:
+            self._flush()
+
+    def ping(self, data: bytes = b"\0" * 8) -> None:
+        self._h2.ping(data)
+
+    def goaway(self, error_code: int = NO_ERROR, last_stream_id: int | None = None) -> None:
+        """Send GOAWAY. With NO_ERROR, streams up to ``last_stream_id`` may still finish."""
+        if self.failed is not None:
+            return
+        last = self._h2.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+        self._h2.close_connection(error_code=error_code, last_stream_id=last)
+        if error_code != NO_ERROR:
+            self.failed = f"GOAWAY sent with error code {error_code}"
+            return
+        self._h2.state_machine.state = self._open_state
+        self.goaway_sent = last
+        remote_parity = 0 if self.client_side else 1
+        for sid in [s for s in self._streams if s > last and s % 2 == remote_parity]:
+            self.reset_stream(sid, REFUSED_STREAM)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _writable(self, stream_id: int) -> _Stream:
+        rec = self._streams.get(stream_id)
+        if rec is None or rec.local_closed or rec.end_queued or self.failed is not None:
+            raise StreamGone(stream_id)
+        return rec
+
+    def _send_now(self, stream_id: int, data: bytes | memoryview) -> int:
+        conn = self._h2
+        n = min(len(data), conn.local_flow_control_window(stream_id))
+        if n <= 0:
+            return 0
+        frame = conn.max_outbound_frame_size
+        if n == len(data) and n <= frame:
+            conn.send_data(stream_id, data)
+            return n
+        view = memoryview(data)
+        for off in range(0, n, frame):
+            conn.send_data(stream_id, view[off : min(off + frame, n)])
+        return n
+
+    def _flush(self) -> None:
+        """Push buffered DATA as the windows allow, fairly across streams."""
+        low = self.limits.send_low
+        for sid, rec in list(self._blocked.items()):
+            if self._output_blocked or self._h2.outbound_flow_control_window <= 0:
+                break
+            while rec.pending:
+                chunk = rec.pending[0]
+                sent = self._send_now(sid, chunk)
+                rec.unsent -= sent
+                if sent < len(chunk):
+                    rec.pending[0] = memoryview(chunk)[sent:]
+                    break
+                rec.pending.popleft()
+            del self._blocked[sid]
+            if rec.pending:
+                self._blocked[sid] = rec  # to the back of the queue
+            elif rec.end_queued:
+                rec.end_queued = False
+                self._h2.end_stream(sid)
+                rec.local_closed = True
+            if rec.paused and rec.unsent <= low:
+                rec.paused = False
+                self._events.append(SendResumed(sid))
+            if rec.local_closed:
+                self._maybe_closed(rec)
+
+    def _ack_stream_h2(self, stream_id: int, size: int) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
+            self._h2.increment_flow_control_window(size, stream_id)
+
+    def _maybe_closed(self, rec: _Stream) -> None:
+        if rec.local_closed and rec.remote_closed and self._streams.pop(rec.id, None) is not None:
+            self._blocked.pop(rec.id, None)
+            self._events.append(StreamClosed(rec.id, None, by_peer=False))
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.failed = reason
+        self._h2.close_connection(error_code=code)
+        self._events.append(ConnectionFailed(code, reason))

@@ -1,0 +1,281 @@
+"""A pool of long-lived links to one remote peer, with endpoint failover and re-dialing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .h2core import Limits
+from .link import KEEPALIVE, ClientLink, NotProcessed, Response, Stream, dial
+from .tls import TLSContexts
+
+log = logging.getLogger("clusterlink.peering")
+
+T = TypeVar("T")
+
+MAX_BACKOFF = 8.0  # below the 10 s heartbeat interval of an unreachable peer
+MIN_LINK_LIFE = 1.0  # a link lost sooner than this without an answer counts as a failed dial
+MAX_ATTEMPTS = 6  # links tried for one request before giving up (each failure was transparent)
+
+
+def _backoff(failures: int) -> float:
+    return 0.0 if failures <= 0 else min(2.0 ** (failures - 1), MAX_BACKOFF)
+
+
+@dataclass
+class _Endpoint:
+    address: tuple[str, int]
+    failures: int = 0
+    next_try: float = 0.0
+    last_error: str = ""
+
+
+class PeerPool:
+    """Long-lived links to one remote peer (its name is the TLS server name / SNI and must be
+    in its certificate)."""
+
+    def __init__(
+        self,
+        peer_name: str,
+        endpoints: list[tuple[str, int]],
+        tls: TLSContexts,
+        *,
+        links: int = 2,
+        connect_timeout: float = 3.0,
+        limits: Limits | None = None,
+        keepalive: float = KEEPALIVE,
+    ) -> None:
+        self.peer_name = peer_name
+        self.tls = tls
+        self.target_links = max(1, links)
+        self.connect_timeout = connect_timeout
+        self._limits = limits or Limits()
+        self._keepalive = keepalive
+        self._endpoints = [_Endpoint((str(h), int(p))) for h, p in endpoints]
+        self._links: list[ClientLink] = []
+        self._born: dict[ClientLink, float] = {}
+        self._answered: set[ClientLink] = set()
+        self._attempt: asyncio.Task[ClientLink] | None = None
+        self._maintainer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return any(link.usable for link in self._links)
+
+    @property
+    def links(self) -> list[ClientLink]:
+        return list(self._links)
+
+    def set_endpoints(self, endpoints: list[tuple[str, int]]) -> None:
+        """New endpoint list for new links; links to removed endpoints drain and close."""
+        old = {ep.address: ep for ep in self._endpoints}
+        self._endpoints = [
+            old.get((str(h), int(p))) or _Endpoint((str(h), int(p))) for h, p in endpoints
+        ]
+        current = {ep.address for ep in self._endpoints}
+        for link in self._links:
+            if link.endpoint not in current:
+                link.drain()
+        if self._links:
+            self._maintain()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+    ) -> Response:
+        """One request/response exchange, e.g. ``GET /healthz``."""
+        async with asyncio.timeout(timeout):
+            return await self._on_some_link(
+                lambda link: link.request(
+                    method, path, authority=self.peer_name, headers=headers, body=body
+                )
+            )
+
+    async def open_connect(
+        self,
+        headers: dict[str, str],
+        *,
+        timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+    ) -> tuple[Response, Stream | None]:
+        """CONNECT with ``headers``: (200 response, stream) or (refusal with its body, None)."""
+        authority = f"{self.peer_name}:443"
+        async with asyncio.timeout(timeout):
+            return await self._on_some_link(lambda link: link.open_connect(authority, headers))
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._maintainer, self._attempt):
+            if task is not None:
+                task.cancel()
+        links, self._links = self._links, []
+        for link in links:
+            link.close()
+        if links:
+            await asyncio.wait([link.lost for link in links], timeout=2.0)
+
+    def buffered(self) -> int:
+        """Bytes held on the Python side by this pool's links."""
+        return sum(link.buffered() for link in self._links)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _on_some_link(self, op: Callable[[ClientLink], Awaitable[T]]) -> T:
+        last: Exception | None = None
+        for _ in range(MAX_ATTEMPTS):
+            link = await self._get_link()
+            try:
+                result = await op(link)
+            except NotProcessed as exc:
+                last = exc
+                log.debug(
+                    "request not processed; retrying on another link",
+                    extra={"peer": self.peer_name, "reason": str(exc)},
+                )
+                continue
+            self._answered.add(link)
+            return result
+        raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
+
+    async def _get_link(self) -> ClientLink:
+        if self._closed:
+            raise ConnectionError(f"peer {self.peer_name}: pool is closed")
+        while True:
+            usable = [link for link in self._links if link.usable]
+            if usable:
+                if len(self._links) < self.target_links:
+                    self._maintain()
+                return min(usable, key=lambda link: link.active_streams)
+            if self._attempt is None or self._attempt.done():
+                if not self._eligible():
+                    raise ConnectionError(self._unreachable_reason())
+                self._start_attempt()
+            assert self._attempt is not None
+            link = await asyncio.shield(self._attempt)
+            if link.usable:
+                self._maintain()
+                return link
+
+    def _eligible(self) -> list[_Endpoint]:
+        now = asyncio.get_running_loop().time()
+        ready = [ep for ep in self._endpoints if ep.next_try <= now]
+        order = {id(ep): i for i, ep in enumerate(self._endpoints)}
+        return sorted(ready, key=lambda ep: (ep.failures, order[id(ep)]))
+
+    def _unreachable_reason(self) -> str:
+        if not self._endpoints:
+            return f"peer {self.peer_name}: no endpoints"
+        errors = "; ".join(
+            f"{h}:{p}: {ep.last_error or 'failed'}"
+            for ep in self._endpoints
+            for h, p in [ep.address]
+        )
+        return f"peer {self.peer_name}: no endpoint reachable ({errors})"
+
+    def _start_attempt(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._dial_once())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._attempt = task
+
+    async def _dial_once(self) -> ClientLink:
+        """Try the eligible endpoints in order of health; the first link that comes up wins."""
+        loop = asyncio.get_running_loop()
+        candidates = self._eligible()
+        if not candidates:
+            raise ConnectionError(self._unreachable_reason())
+        for ep in candidates:
+            host, port = ep.address
+            try:
+                link = await dial(
+                    host,
+                    port,
+                    self.peer_name,
+                    self.tls,
+                    timeout=self.connect_timeout,
+                    limits=self._limits,
+                    keepalive=self._keepalive,
+                    on_lost=self._on_lost,
+                )
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                ep.failures += 1
+                ep.next_try = loop.time() + _backoff(ep.failures)
+                ep.last_error = str(exc) or exc.__class__.__name__
+                log_fn = log.warning if ep.failures == 1 else log.debug
+                log_fn(
+                    "cannot dial peer",
+                    extra={
+                        "peer": self.peer_name,
+                        "endpoint": f"{host}:{port}",
+                        "error": ep.last_error,
+                        "failures": ep.failures,
+                    },
+                )
+                continue
+            if self._closed or ep not in self._endpoints:
+                link.close()
+                continue
+            self._links.append(link)
+            self._born[link] = loop.time()
+            if ep.failures:
+                log.info(
+                    "peer endpoint reachable again",
+                    extra={"peer": self.peer_name, "endpoint": f"{host}:{port}"},
+                )
+            ep.failures, ep.next_try, ep.last_error = 0, 0.0, ""
+            return link
+        raise ConnectionError(self._unreachable_reason())
+
+    def _maintain(self) -> None:
+        """Keep ``target_links`` links up, in the background, with backoff."""
+        if self._closed or (self._maintainer is not None and not self._maintainer.done()):
+            return
+        if sum(1 for link in self._links if link.usable) >= self.target_links:
+            return
+        self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop())
+
+    async def _maintain_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (
+            not self._closed and sum(1 for link in self._links if link.usable) < self.target_links
+        ):
+            if self._attempt is None or self._attempt.done():
+                if not self._eligible():
+                    wake = min((ep.next_try for ep in self._endpoints), default=loop.time() + 1.0)
+                    await asyncio.sleep(max(wake - loop.time(), 0.05))
+                    continue
+                self._start_attempt()
+            assert self._attempt is not None
+            with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+                await asyncio.shield(self._attempt)
+
+    def _on_lost(self, link: ClientLink) -> None:
+        if link in self._links:
+            self._links.remove(link)
+        born = self._born.pop(link, None)
+        answered = link in self._answered
+        self._answered.discard(link)
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if born is not None and not answered and loop.time() - born < MIN_LINK_LIFE:
+            for ep in self._endpoints:
+                if ep.address == link.endpoint:
+                    ep.failures += 1
+                    ep.next_try = loop.time() + _backoff(ep.failures)
+                    ep.last_error = "link closed right after it was opened"
+        if not link.draining:
+            log.info(
+                "peer link lost", extra={"peer": self.peer_name, "endpoint": str(link.endpoint)}
+            )
+        self._maintain()
