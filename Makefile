@@ -1,0 +1,43 @@
+# ClusterLink for bare metal: developer and CI entry points.
+#   make test   - install everything needed, lint, run every test (CI runs this)
+#   make venv   - the pinned Python tool set in .venv, the gateway installed editable
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv deps lint test test-unit test-gateway clean
+
+$(BIN)/.installed: requirements/dev.txt gateway/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e gateway
+	touch $@
+
+venv: $(BIN)/.installed
+
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+
+test-unit: venv
+	$(BIN)/python -m pytest -q gateway/tests/unit
+
+test-gateway: venv
+	$(BIN)/python -m pytest -q gateway/tests
+
+test: deps venv lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist gateway/build
