@@ -73,6 +73,14 @@ class Heartbeat(Strict):
     successes_up: int = Field(default=3, ge=1, le=100)
 
 
+class Dataplane(Strict):
+    links_per_peer: int = Field(default=2, ge=1, le=16, description="long-lived links per peer")
+    connect_timeout: float = Field(
+        default=3.0, gt=0, le=60, description="per source: dial a link and get the CONNECT answer"
+    )
+    dial_timeout: float = Field(default=3.0, gt=0, le=60, description="exporter -> export target")
+
+
 class Logging(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -87,6 +95,7 @@ class Config(Strict):
     state_dir: Path = Path("/var/lib/clusterlink")
     imports: Imports = Field(default_factory=Imports)
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+    dataplane: Dataplane = Field(default_factory=Dataplane)
     log: Logging = Field(default_factory=Logging)
     workers: int = Field(default=1, ge=1, le=64)
 
@@ -119,16 +128,22 @@ def admin_tls_context(tcp: AdminTCP) -> ssl.SSLContext:
     return ctx
 
 
-def check_runtime(config: Config, *, tls_required: bool = True) -> list[str]:
-    """Problems that only show on this host: unreadable TLS files, unknown group."""
+def check_runtime(config: Config) -> list[str]:
+    """Problems that only show on this host: unusable TLS files, a name the certificate
+    does not carry, an unknown group."""
+    from .peering.tls import TLSContexts, TLSError
+
     problems: list[str] = []
-    if tls_required:
-        try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(config.tls.cert, config.tls.key)
-            ctx.load_verify_locations(cafile=str(config.tls.ca))
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(f"tls: cannot load certificate, key or CA bundle: {exc}")
+    try:
+        name = TLSContexts(config.tls.cert, config.tls.key, config.tls.ca).local_name
+    except TLSError as exc:
+        problems.append(f"tls: cannot load certificate, key or CA bundle: {exc}")
+    else:
+        if name != config.peer_name:
+            problems.append(
+                f"peer_name: {config.peer_name!r} is not the name in the gateway certificate "
+                f"({name!r})"
+            )
     if config.admin.tcp is not None:
         try:
             admin_tls_context(config.admin.tcp)

@@ -20,7 +20,9 @@ from aiohttp import web
 
 from .api.app import build_app
 from .config import Config, ConfigError, admin_tls_context, check_runtime, load_config
+from .dataplane import DataPlane
 from .logs import setup_logging
+from .peering import TLSError
 from .registry import Registry
 from .store.sqlite import Store
 
@@ -51,6 +53,7 @@ class Daemon:
         self._lock_file: IO[str] | None = None
         self._runner: web.AppRunner | None = None
         self._admin_ssl: ssl.SSLContext | None = None
+        self.dataplane: DataPlane | None = None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -71,7 +74,18 @@ class Daemon:
         if problems:
             raise StartupError("; ".join(problems))
         self._lock_state_dir()
+        try:
+            self.dataplane = DataPlane(self.config, self.registry, self.info)
+        except TLSError as exc:
+            raise StartupError(f"tls: {exc}") from None
         await self.store.open()
+        try:
+            await self.dataplane.start()
+        except OSError as exc:
+            raise StartupError(
+                f"listen: cannot listen on {self.config.listen.address}:{self.config.listen.port}: "
+                f"{exc.strerror}"
+            ) from None
         await self.registry.load()
         await self._start_admin()
         self.info["ready"] = True
@@ -100,6 +114,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.dataplane is not None:
+            await self.dataplane.stop()
         with suppress(FileNotFoundError):
             self.config.admin.socket.unlink()
         await self.store.close()
@@ -130,6 +146,13 @@ class Daemon:
         self.info["labels"] = dict(new.labels)
         if self._admin_ssl is not None and new.admin.tcp is not None:
             self._admin_ssl.load_cert_chain(new.admin.tcp.cert, new.admin.tcp.key)
+        if self.dataplane is not None:
+            try:
+                self.dataplane.reload_tls()
+            except TLSError as exc:
+                log.error(
+                    "certificate reload failed; keeping the old ones", extra={"error": str(exc)}
+                )
         self.config = self.config.model_copy(
             update={
                 "labels": new.labels,

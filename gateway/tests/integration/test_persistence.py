@@ -8,7 +8,7 @@ import threading
 import time
 
 from clusterlink_gateway.client import AdminClient, APIError
-from support.gateway import GatewayProcess
+from support.gateway import GatewayProcess, stored
 
 
 def peer(name: str, port: int = 443) -> dict:
@@ -29,12 +29,12 @@ def test_restart_keeps_objects_and_import_ports(gateway: GatewayProcess) -> None
         "policies",
         {"name": "p", "spec": {"action": "deny", "privileged": True, "from": [{}], "to": [{}]}},
     )
-    before = {p: c.list(p) for p in ("peers", "exports", "imports", "policies")}
+    before = {p: stored(c, p) for p in ("peers", "exports", "imports", "policies")}
     gateway.stop()
     gateway.start()
-    after = {p: c.list(p) for p in ("peers", "exports", "imports", "policies")}
+    after = {p: stored(c, p) for p in ("peers", "exports", "imports", "policies")}
     assert after == before
-    assert {i["name"]: i["status"]["port"] for i in after["imports"]} == {
+    assert {i["name"]: i["status"]["port"] for i in c.list("imports")} == {
         "a": ports["a"],
         "c": ports["c"],
     }

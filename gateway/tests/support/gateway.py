@@ -108,6 +108,11 @@ class GatewayProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
+def stored(client: AdminClient, plural: str) -> list[dict[str, Any]]:
+    """The objects of a kind without their live status: what the store holds."""
+    return [{k: v for k, v in o.items() if k != "status"} for o in client.list(plural)]
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as sock:

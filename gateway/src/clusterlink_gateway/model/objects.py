@@ -47,9 +47,12 @@ class ImportSpec(Strict):
 
 
 class PeerStatus(Strict):
-    reachable: bool | None = None
-    last_seen: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    reachable: bool | None = Field(default=None, description="null until the first heartbeat")
+    last_seen: str | None = Field(default=None, description="time of the last good heartbeat")
+    labels: dict[str, str] = Field(default_factory=dict, description="learned from heartbeats")
+    rtt_ms: float | None = None
+    error: str | None = Field(default=None, description="why the last heartbeat failed")
+    links: int = Field(default=0, description="open links to the peer")
 
 
 class ExportStatus(Strict):
@@ -61,6 +64,7 @@ class ImportStatus(Strict):
     port: int | None = Field(default=None, description="effective listen port")
     listening: bool = False
     error: str | None = None
+    active_connections: int = 0
 
 
 class PolicyStatus(Strict):

@@ -26,7 +26,14 @@ from pydantic import (
     field_validator,
 )
 
-from .common import CIDR_SCHEMAS, LabelKey, LabelValue, validate_label_key, validate_label_value
+from .common import (
+    CIDR_SCHEMAS,
+    LabelKey,
+    Labels,
+    LabelValue,
+    validate_label_key,
+    validate_label_value,
+)
 
 __all__ = ["LabelKey", "LabelValue", "validate_label_key", "validate_label_value"]
 
@@ -162,7 +169,7 @@ class LabelSelector(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    matchLabels: dict[LabelKey, LabelValue] = {}
+    matchLabels: Labels = {}
     matchExpressions: list[SelectorRequirement] = []
 
     _matcher: LabelMatcher = PrivateAttr()

@@ -1,0 +1,133 @@
+"""Peer reachability from heartbeats: a socket-free state machine and the task that drives it.
+
+Rules (upstream ClusterLink): probe every ``interval`` (1 s) while reachable and every
+``unreachable_interval`` (10 s) while not; ``failures_down`` (5) consecutive failures mark a
+peer unreachable, ``successes_up`` (3) consecutive successes mark it reachable again. The
+first result after start decides at once (state unknown -> known). While an unreachable peer
+is recovering (some successes, not yet enough) it is probed at the fast interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import Heartbeat
+from ..peering import PeerPool
+
+log = logging.getLogger("clusterlink.heartbeat")
+
+
+@dataclass
+class Reachability:
+    """Counts consecutive results and decides reachable / unreachable / unknown (None)."""
+
+    failures_down: int = 5
+    successes_up: int = 3
+    reachable: bool | None = None
+    failures: int = 0
+    successes: int = 0
+
+    def record(self, success: bool) -> bool:
+        """Account one probe result; True when the verdict changed."""
+        if success:
+            self.successes += 1
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.successes = 0
+        before = self.reachable
+        if self.reachable is None:
+            self.reachable = success
+        elif self.reachable and self.failures >= self.failures_down:
+            self.reachable = False
+        elif not self.reachable and self.successes >= self.successes_up:
+            self.reachable = True
+        return self.reachable != before
+
+    def next_interval(self, fast: float, slow: float) -> float:
+        if self.reachable is None or self.reachable or self.successes:
+            return fast
+        return slow
+
+
+@dataclass
+class PeerHealth:
+    """What the monitor learned about one peer (shown in its status)."""
+
+    state: Reachability
+    last_seen: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    rtt_ms: float | None = None
+    error: str | None = None
+
+
+class PeerMonitor:
+    """Probes one peer with ``GET /healthz`` over its pool until stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        pool: PeerPool,
+        timings: Heartbeat,
+        on_change: Callable[[str, bool | None], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self.timings = timings
+        self.on_change = on_change
+        self.health = PeerHealth(Reachability(timings.failures_down, timings.successes_up))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hb-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def probe(self) -> bool:
+        """One heartbeat; records labels and round-trip time on success."""
+        started = time.monotonic()
+        try:
+            resp = await self.pool.request("GET", "/healthz", timeout=self.timings.timeout)
+            if resp.status != 200:
+                raise ConnectionError(f"healthz answered {resp.status}")
+            body = json.loads(resp.body)
+            labels = body.get("labels") or {}
+            if not isinstance(labels, dict):
+                raise ValueError("labels is not an object")
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.health.error = str(exc) or type(exc).__name__
+            return False
+        self.health.rtt_ms = round((time.monotonic() - started) * 1000, 3)
+        self.health.labels = {str(k): str(v) for k, v in labels.items()}
+        self.health.last_seen = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.health.error = None
+        return True
+
+    async def _run(self) -> None:
+        state = self.health.state
+        while True:
+            ok = await self.probe()
+            if state.record(ok):
+                log.info(
+                    "peer reachability changed",
+                    extra={
+                        "peer": self.name,
+                        "reachable": state.reachable,
+                        "error": self.health.error,
+                    },
+                )
+                if self.on_change is not None:
+                    self.on_change(self.name, state.reachable)
+            await asyncio.sleep(
+                state.next_interval(self.timings.interval, self.timings.unreachable_interval)
+            )

@@ -1,0 +1,252 @@
+"""Import listeners and the egress path of every client connection.
+
+A client connecting to an import's port is carried to one of the import's sources: for each
+candidate (load-balancing order, unreachable peers last) the egress policy is checked, then a
+CONNECT is sent over the peer's link; the first source that answers 200 carries the bytes.
+When no source can, the client gets a TCP reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.objects import Import
+from ..peering import TcpRelay
+from ..policy.attributes import destination_attributes, source_attributes
+from ..policy.engine import PolicyEngine
+from ..registry import Entry, Registry
+from ..routing.loadbalancer import LoadBalancer
+from .peers import PeerManager
+
+log = logging.getLogger("clusterlink.egress")
+audit = logging.getLogger("clusterlink.audit")
+
+RETRY_BIND_SECONDS = 1.0
+
+
+@dataclass
+class ImportState:
+    """One import's listener and load-balancer state."""
+
+    entry: Entry
+    lb: LoadBalancer
+    server: asyncio.AbstractServer | None = None
+    address: tuple[str, int] | None = None
+    error: str | None = None
+    retry: asyncio.Task[None] | None = None
+    active: set[TcpRelay] = field(default_factory=set)
+
+
+class ImportManager:
+    """Listeners for imports, kept in step with the Import objects."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        peers: PeerManager,
+        engine: PolicyEngine,
+        local: dict[str, Any],
+        *,
+        connect_timeout: float,
+        reuse_port: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.peers = peers
+        self.engine = engine
+        self.local = local  # {"peer_name": ..., "labels": {...}} (labels change on reload)
+        self.connect_timeout = connect_timeout
+        self.reuse_port = reuse_port
+        self.imports: dict[str, ImportState] = {}
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    async def apply(self, name: str, new: Entry | None) -> None:
+        state = self.imports.get(name)
+        if new is None:
+            if state is not None:
+                await self._close(state)
+                del self.imports[name]
+            await self._retry_others()
+            return
+        assert isinstance(new.obj, Import)
+        scheme = new.obj.spec.lb_scheme
+        if state is None:
+            state = ImportState(new, LoadBalancer(scheme))
+            self.imports[name] = state
+        else:
+            if state.lb.scheme != scheme:
+                state.lb = LoadBalancer(scheme)
+            state.entry = new
+        wanted = (self.registry.effective_bind(new), self.registry.effective_port(new))
+        if state.address != wanted or state.server is None:
+            await self._close(state)
+            await self._listen(state, wanted)
+            await self._retry_others()
+
+    async def _listen(self, state: ImportState, address: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        name = state.entry.name
+        state.address = address
+        try:
+            state.server = await loop.create_server(
+                lambda: TcpRelay(lambda relay: self._accepted(name, relay)),
+                address[0],
+                address[1],
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+                backlog=1024,
+            )
+        except OSError as exc:
+            state.server = None
+            reason = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            state.error = f"cannot listen on {address[0]}:{address[1]}: {reason}"
+            log.warning("import listener failed", extra={"import": name, "error": state.error})
+            if state.retry is None or state.retry.done():
+                state.retry = loop.create_task(self._retry(state), name=f"bind-{name}")
+            return
+        state.error = None
+        log.info(
+            "import listening", extra={"import": name, "address": f"{address[0]}:{address[1]}"}
+        )
+
+    async def _retry(self, state: ImportState) -> None:
+        """Try the bind again every second until it works or the import changes."""
+        while state.server is None and self.imports.get(state.entry.name) is state:
+            await asyncio.sleep(RETRY_BIND_SECONDS)
+            if state.server is None and state.address is not None:
+                await self._listen(state, state.address)
+
+    async def _retry_others(self) -> None:
+        """A port may have been freed: failed imports try again now, not a second later."""
+        for other in self.imports.values():
+            if other.server is None and other.address is not None:
+                await self._listen(other, other.address)
+
+    async def _close(self, state: ImportState) -> None:
+        if state.retry is not None:
+            state.retry.cancel()
+            state.retry = None
+        if state.server is not None:
+            state.server.close()
+            state.server = None
+        state.address = None
+
+    async def close(self) -> None:
+        for state in list(self.imports.values()):
+            await self._close(state)
+            for relay in list(state.active):
+                relay.reset()
+        self.imports.clear()
+
+    def status(self, entry: Entry) -> dict[str, Any]:
+        state = self.imports.get(entry.name)
+        bind = self.registry.effective_bind(entry)
+        port = self.registry.effective_port(entry)
+        return {
+            "listen": f"{bind}:{port}",
+            "port": port,
+            "listening": bool(state and state.server is not None),
+            "error": state.error if state else None,
+            "active_connections": len(state.active) if state else 0,
+        }
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _accepted(self, name: str, relay: TcpRelay) -> None:
+        state = self.imports.get(name)
+        if state is None:
+            relay.reset()
+            return
+        state.active.add(relay)
+        relay.closed.add_done_callback(lambda _: state.active.discard(relay))
+        asyncio.get_running_loop().create_task(self._connect(state, relay))
+
+    async def _connect(self, state: ImportState, relay: TcpRelay) -> None:
+        """Try the import's sources in load-balancing order until one carries the client."""
+        started = time.monotonic()
+        entry = state.entry
+        obj = entry.obj
+        assert isinstance(obj, Import)
+        client_ip = relay.peername[0] if relay.peername else None
+        ip = ipaddress.ip_address(client_ip) if client_ip else None
+        sources = obj.spec.sources
+        src_attrs = source_attributes(self.local["peer_name"], self.local["labels"], client_ip)
+        tried: list[dict[str, Any]] = []
+        chosen: str | None = None
+        for index in state.lb.attempts(
+            len(sources), lambda i: self.peers.reachable(sources[i].peer)
+        ):
+            source = sources[index]
+            export = source.export or entry.name
+            attempt: dict[str, Any] = {"peer": source.peer, "export": export}
+            tried.append(attempt)
+            pool = self.peers.pools.get(source.peer)
+            if pool is None:
+                attempt["result"] = "unknown peer"
+                continue
+            dst_attrs = destination_attributes(
+                source.peer, self.peers.labels(source.peer), export, obj.labels
+            )
+            decision = self.engine.decide(src_attrs, dst_attrs, ip)
+            attempt["egress"] = str(decision)
+            if not decision.allowed:
+                attempt["result"] = "denied by egress policy"
+                log.info(
+                    "egress denied",
+                    extra={
+                        "import": entry.name,
+                        "peer": source.peer,
+                        "export": export,
+                        "decision": str(decision),
+                    },
+                )
+                continue
+            headers = {"x-clusterlink-export": export, "x-clusterlink-import": entry.name}
+            if client_ip:
+                headers["x-clusterlink-client-ip"] = client_ip
+            try:
+                resp, stream = await pool.open_connect(headers, timeout=self.connect_timeout)
+            except (OSError, TimeoutError) as exc:
+                attempt["result"] = f"unreachable: {exc or type(exc).__name__}"
+                continue
+            if stream is None:
+                attempt["result"] = f"{resp.status}: {_reason(resp.body)}"
+                continue
+            if relay.closed.done():  # the client gave up while we were connecting
+                stream.reset()
+                attempt["result"] = "client gone"
+                break
+            attempt["result"] = "connected"
+            chosen = source.peer
+            relay.attach(stream)
+            break
+        if chosen is None:
+            relay.reset()
+        await relay.closed
+        audit.info(
+            "connection",
+            extra={
+                "client": client_ip,
+                "import": entry.name,
+                "peer": chosen,
+                "tried": tried,
+                "duration_s": round(time.monotonic() - started, 3),
+                "bytes_in": relay.bytes_in,
+                "bytes_out": relay.bytes_out,
+            },
+        )
+
+
+def _reason(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        return str(data.get("reason") or data.get("error") or data)
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace")

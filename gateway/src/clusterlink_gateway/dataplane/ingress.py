@@ -1,0 +1,147 @@
+"""Requests arriving on the peer port from other gateways.
+
+``GET /healthz`` answers the heartbeat; ``GET /v1/offers`` lists the exports the caller may
+import; ``CONNECT`` carries a client connection to an export after ``allowed_peers`` and the
+ingress policy allow it. The caller's peer name comes from its verified certificate, and its
+labels from our own Peer object of that name -- never from what it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from typing import Any
+
+from ..model.objects import KINDS, Export, Peer
+from ..peering import IncomingStream, TcpRelay
+from ..policy.attributes import destination_attributes, source_attributes
+from ..policy.engine import PolicyEngine
+from ..registry import Registry
+
+log = logging.getLogger("clusterlink.ingress")
+
+EXPORTS = KINDS["exports"]
+PEERS = KINDS["peers"]
+
+
+def _json(status: int, reason: str, **extra: Any) -> bytes:
+    return json.dumps({"status": status, "reason": reason, **extra}).encode()
+
+
+class IngressHandler:
+    """The peer-port request handler (one call per HTTP/2 stream)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        engine: PolicyEngine,
+        local: dict[str, Any],
+        *,
+        dial_timeout: float,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.local = local
+        self.dial_timeout = dial_timeout
+
+    async def __call__(self, req: IncomingStream) -> None:
+        if req.method == "CONNECT":
+            await self._connect(req)
+        elif req.method == "GET" and req.path == "/healthz":
+            body = {"name": self.local["peer_name"], "labels": self.local["labels"]}
+            await req.respond(200, json.dumps(body).encode(), {"content-type": "application/json"})
+        elif req.method == "GET" and req.path == "/v1/offers":
+            await req.respond(
+                200,
+                json.dumps(self.offers(req.peer)).encode(),
+                {"content-type": "application/json"},
+            )
+        else:
+            await req.respond(404, _json(404, f"no such endpoint: {req.method} {req.path}"))
+
+    def offers(self, caller: str) -> list[dict[str, Any]]:
+        """Exports visible to ``caller``: those whose ``allowed_peers`` is empty or names it."""
+        out = []
+        for entry in self.registry.list(EXPORTS):
+            assert isinstance(entry.obj, Export)
+            allowed = entry.obj.spec.allowed_peers
+            if not allowed or caller in allowed:
+                out.append({"name": entry.name, "labels": dict(entry.obj.labels)})
+        return out
+
+    async def _connect(self, req: IncomingStream) -> None:
+        caller = req.peer
+        export_name = req.headers.get("x-clusterlink-export", "")
+        entry = self.registry.objects[EXPORTS.plural].get(export_name)
+        if entry is None:
+            log.info("connect for unknown export", extra={"peer": caller, "export": export_name})
+            await req.respond(404, _json(404, f"export {export_name!r} not found"))
+            return
+        export = entry.obj
+        assert isinstance(export, Export)
+        if export.spec.allowed_peers and caller not in export.spec.allowed_peers:
+            log.info(
+                "connect refused by allowed_peers", extra={"peer": caller, "export": export_name}
+            )
+            await req.respond(
+                403, _json(403, f"peer {caller!r} is not in allowed_peers of {export_name!r}")
+            )
+            return
+        client_ip = _client_ip(req.headers.get("x-clusterlink-client-ip"))
+        decision = self.engine.decide(
+            source_attributes(caller, self._caller_labels(caller), client_ip),
+            destination_attributes(
+                self.local["peer_name"], self.local["labels"], export_name, export.labels
+            ),
+            ipaddress.ip_address(client_ip) if client_ip else None,
+        )
+        if not decision.allowed:
+            log.info(
+                "ingress denied",
+                extra={
+                    "peer": caller,
+                    "export": export_name,
+                    "client": client_ip,
+                    "decision": str(decision),
+                },
+            )
+            await req.respond(403, _json(403, f"denied by ingress policy ({decision})"))
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            _, relay = await asyncio.wait_for(
+                loop.create_connection(TcpRelay, export.spec.host, export.spec.port),
+                self.dial_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            target = f"{export.spec.host}:{export.spec.port}"
+            reason = f"export {export_name!r} at {target} unreachable: {exc or 'timeout'}"
+            log.warning(
+                "export dial failed", extra={"peer": caller, "export": export_name, "error": reason}
+            )
+            await req.respond(502, _json(502, reason))
+            return
+        stream = req.accept()
+        relay.attach(stream)
+        log.debug(
+            "connect accepted",
+            extra={"peer": caller, "export": export_name, "decision": str(decision)},
+        )
+
+    def _caller_labels(self, caller: str) -> dict[str, str]:
+        entry = self.registry.objects["peers"].get(caller)
+        if entry is None:
+            return {}
+        assert isinstance(entry.obj, Peer)
+        return dict(entry.obj.labels)
+
+
+def _client_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None

@@ -1,0 +1,90 @@
+"""Wires the data plane to the registry: every object change is applied before the API returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import Any
+
+from ..config import Config
+from ..model.objects import Kind, Policy
+from ..peering import TLSContexts, start_peer_server
+from ..policy.engine import PolicyEngine
+from ..registry import Entry, Registry
+from .imports import ImportManager
+from .ingress import IngressHandler
+from .peers import PeerManager
+
+log = logging.getLogger("clusterlink.dataplane")
+
+
+class DataPlane:
+    """Owns the peer listener, the peers' links and monitors, import listeners, the policies."""
+
+    def __init__(self, config: Config, registry: Registry, local: dict[str, Any]) -> None:
+        self.config = config
+        self.tls = TLSContexts(
+            config.tls.cert,
+            config.tls.key,
+            config.tls.ca,
+            handshake_timeout=config.listen.handshake_timeout,
+        )
+        self.engine = PolicyEngine()
+        self.peers = PeerManager(config, self.tls)
+        self.imports = ImportManager(
+            registry,
+            self.peers,
+            self.engine,
+            local,
+            connect_timeout=config.dataplane.connect_timeout,
+            reuse_port=config.workers > 1,
+        )
+        self.ingress = IngressHandler(
+            registry, self.engine, local, dial_timeout=config.dataplane.dial_timeout
+        )
+        self._server: asyncio.AbstractServer | None = None
+        self._watch: asyncio.Task[None] | None = None
+        registry.observers.append(self.on_change)
+        registry.status_providers["peers"] = self.peers.status
+        registry.status_providers["imports"] = self.imports.status
+
+    async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
+        if kind.plural == "peers":
+            await self.peers.apply(name, new)
+        elif kind.plural == "imports":
+            await self.imports.apply(name, new)
+        elif kind.plural == "policies":
+            if new is None:
+                self.engine.remove(name)
+            else:
+                assert isinstance(new.obj, Policy)
+                self.engine.set(name, new.obj.spec)
+        # exports are looked up per CONNECT: nothing to apply
+
+    async def start(self) -> None:
+        listen = self.config.listen
+        self._server = await start_peer_server(
+            listen.address,
+            listen.port,
+            self.tls,
+            self.ingress,
+            reuse_port=self.config.workers > 1,
+            handshake_timeout=listen.handshake_timeout,
+        )
+        self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
+        log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
+
+    def reload_tls(self) -> None:
+        if self.tls.reload():
+            log.info("certificates reloaded", extra={"local_name": self.tls.local_name})
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watch
+        if self._server is not None:
+            self._server.close()
+        await self.imports.close()
+        await self.peers.close()

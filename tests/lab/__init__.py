@@ -1,0 +1,28 @@
+"""Lab: real Debian hosts (systemd + sshd) in network namespaces, for end-to-end tests.
+
+Example::
+
+    from tests.lab import Lab
+
+    lab = Lab("e2e").create(hosts=["a", "b"], topology="flat")
+    lab.run("a", "systemctl is-system-running")  # -> subprocess.CompletedProcess
+    lab.hosts["b"].address  # "198.18.0.11"
+    lab.destroy()
+
+Command line: ``python3 -m tests.lab --help``. Needs root.
+"""
+
+from .image import ensure_image, image_path
+from .lab import Host, Lab, Site, list_labs, state_root
+from .util import LabError
+
+__all__ = [
+    "Host",
+    "Lab",
+    "LabError",
+    "Site",
+    "ensure_image",
+    "image_path",
+    "list_labs",
+    "state_root",
+]

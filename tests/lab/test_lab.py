@@ -1,0 +1,315 @@
+"""Tests of the lab tool itself: real hosts, real namespaces, real teardown (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.lab import Lab, LabError, net
+from tests.lab.lab import _cgroup_mounts, _nspawn_root
+from tests.lab.util import mounts_under
+
+F = TypeVar("F", bound=Callable[..., Any])
+REPO = Path(__file__).resolve().parents[2]
+NEEDS = ("systemd-nspawn", "debootstrap", "nft", "ip", "ssh")
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(t) is None for t in NEEDS),
+    reason=f"lab tests need root and {', '.join(NEEDS)}",
+)
+
+
+def lab_test(fn: F) -> F:
+    """Mark a test that boots real hosts."""
+    return pytest.mark.lab(root_only(fn))
+
+
+# ----- helpers ---------------------------------------------------------------------------
+def listen(lab: Lab, host: str, port: int) -> None:
+    """Start an HTTP server on ``host`` as a transient systemd unit and wait until it answers."""
+    lab.run(
+        host, f"systemd-run -q --unit=lab-http-{port} python3 -m http.server {port}", check=True
+    )
+    for _ in range(50):
+        if http_code(lab, host, f"http://127.0.0.1:{port}/") == "200":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{host}: nothing listens on {port}")
+
+
+def http_code(lab: Lab, src: str, url: str, timeout: float = 2) -> str:
+    """HTTP status of ``url`` fetched from host ``src``; ``000`` if unreachable."""
+    cmd = f"curl -s -o /dev/null -m {timeout} -w '%{{http_code}}' {url}"
+    return lab.run(src, cmd, timeout=timeout + 15).stdout.strip()
+
+
+def assert_gone(lab: Lab) -> None:
+    """Nothing of ``lab`` is left: processes, mounts, namespaces, links, nft table, state dir."""
+    assert not lab.dir.exists()
+    assert mounts_under(lab.dir) == []
+    prefix = str(lab.dir) + "/"
+    nspawns = [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and (_nspawn_root(int(p)) or "").startswith(prefix)
+    ]
+    assert nspawns == []
+    assert [n for n in net.netns_list() if n.startswith(f"cl.{lab.name}.")] == []
+    assert lab.router_netns not in net.netns_list()
+    assert [n for n in net.links() if lab.tag in n] == []
+    assert f"inet {lab.nft_table}" not in net.nft_tables()
+    assert [d for m in _cgroup_mounts() for d in m.glob(f"clusterlink-lab/cl.{lab.name}.*")] == []
+    assert Lab(lab.name).hosts == {}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python3 -m tests.lab ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.lab", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# ----- pure planning (no root needed) ------------------------------------------------------
+def test_plan_flat_addresses_follow_host_name_order() -> None:
+    plan = Lab("lt-plan")._plan(["c", "a", "b"], "flat", None, 443)
+    assert {h: x.address for h, x in plan.hosts.items()} == {
+        "a": "198.18.0.10",
+        "b": "198.18.0.11",
+        "c": "198.18.0.12",
+    }
+    assert {x.gateway for x in plan.hosts.values()} == {"198.18.0.1"}
+    assert all(len(x.veth) <= 15 and len(x.bridge) <= 15 for x in plan.hosts.values())
+
+
+def test_plan_cloud_sites() -> None:
+    lab = Lab("lt-plan")
+    plan = lab._plan(["a", "b", "c"], "cloud", {"a": "east", "b": "west", "c": "east"}, 443)
+    assert plan.hosts["a"].address == "198.18.1.10"
+    assert plan.hosts["c"].address == "198.18.1.11"
+    assert plan.hosts["b"].address == "198.18.2.10"
+    assert plan.hosts["b"].gateway == "198.18.2.254"
+    assert plan.sites["east"].public_address == "198.19.0.11"
+    assert plan.sites["east"].first_host == "a"
+    assert plan.sites["west"].public_address == "198.19.0.12"
+    with pytest.raises(LabError):
+        lab._plan(["a"], "cloud", {"zz": "east"}, 443)
+    with pytest.raises(LabError):
+        lab._plan(["Bad_Name"], "flat", None, 443)
+
+
+# ----- flat lab -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flat() -> Iterator[Lab]:
+    lab = Lab("lt-flat")
+    lab.destroy()
+    try:
+        yield lab.create(["a", "b"], topology="flat")
+    finally:
+        lab.destroy()
+
+
+@lab_test
+@pytest.mark.parametrize("host", ["a", "b"])
+def test_flat_hosts_boot_with_ssh_and_systemd(flat: Lab, host: str) -> None:
+    assert flat.run(host, "systemctl is-system-running").stdout.strip() == "running"
+    assert flat.run(host, "hostname").stdout.strip() == host
+    assert flat.run(host, "systemctl is-active ssh").stdout.strip() == "active"
+
+
+@lab_test
+def test_flat_hosts_have_their_own_identity(flat: Lab) -> None:
+    ids = {
+        flat.run(h, "cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub").stdout
+        for h in flat.hosts
+    }
+    assert len(ids) == len(flat.hosts) == 2
+
+
+@lab_test
+def test_flat_hosts_do_not_share_services(flat: Lab) -> None:
+    # Same unit name on both hosts; stopping it on one must not touch the other (own cgroups).
+    for h in ("a", "b"):
+        flat.run(h, "systemd-run -q --unit=lab-twin sleep 600", check=True)
+    flat.run("a", "systemctl stop lab-twin", check=True)
+    assert flat.run("b", "systemctl is-active lab-twin").stdout.strip() == "active"
+    flat.run("b", "systemctl stop lab-twin", check=True)
+
+
+@lab_test
+def test_flat_hosts_reach_each_other(flat: Lab) -> None:
+    assert flat.hosts["a"].address == "198.18.0.10"
+    assert flat.hosts["b"].address == "198.18.0.11"
+    listen(flat, "a", 8080)
+    listen(flat, "b", 8080)
+    assert http_code(flat, "a", "http://198.18.0.11:8080/") == "200"
+    assert http_code(flat, "b", "http://198.18.0.10:8080/") == "200"
+
+
+@lab_test
+def test_flat_inventory_and_cli(flat: Lab) -> None:
+    text = flat.inventory_path.read_text()
+    assert "clusterlink_gateways:" in text
+    assert 'ansible_host: "198.18.0.10"' in text
+    assert f'ansible_ssh_private_key_file: "{flat.key_path}"' in text
+    status = cli("status", "--name", "lt-flat", "--json")
+    assert status.returncode == 0, status.stderr
+    desc = json.loads(status.stdout)
+    assert desc["inventory"] == str(flat.inventory_path)
+    assert {h: x["address"] for h, x in desc["hosts"].items()} == {
+        "a": "198.18.0.10",
+        "b": "198.18.0.11",
+    }
+    assert all(x["running"] and x["pid"] for x in desc["hosts"].values())
+    out = cli("ssh", "--name", "lt-flat", "b", "--", "hostname")
+    assert out.stdout.strip() == "b", out.stderr
+    ansible = Path(sys.executable).parent / "ansible"
+    if ansible.exists():
+        ping = subprocess.run(
+            [str(ansible), "-i", str(flat.inventory_path), "clusterlink_gateways", "-m", "ping"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert ping.stdout.count("SUCCESS") == 2
+
+
+@lab_test
+def test_flat_create_again_is_idempotent_and_repairs(flat: Lab) -> None:
+    before = {h: (x.address, x.pid) for h, x in flat.hosts.items()}
+    flat.create(["b", "a"], topology="flat")
+    assert {h: (x.address, x.pid) for h, x in flat.hosts.items()} == before
+    assert all(flat.is_running(h) for h in flat.hosts)
+    # A host whose container died is started again by create (its disk survives).
+    flat.run("b", "echo kept > /root/marker", check=True)
+    pid = flat.hosts["b"].pid
+    assert pid is not None and flat.is_running("b")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while flat.is_running("b") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not flat.is_running("b")
+    flat.create(["a", "b"])
+    assert flat.hosts["b"].pid != pid and flat.is_running("b")
+    assert flat.hosts["a"].pid == before["a"][1]
+    assert flat.run("b", "cat /root/marker").stdout.strip() == "kept"
+    assert flat.run("b", "systemctl is-system-running").stdout.strip() == "running"
+    with pytest.raises(LabError):
+        flat.create(["a", "b", "c"])
+
+
+@lab_test
+def test_flat_link_down_partitions_a_host(flat: Lab) -> None:
+    listen(flat, "b", 8081)
+    flat.link_down("b")
+    try:
+        assert http_code(flat, "a", "http://198.18.0.11:8081/") == "000"
+    finally:
+        flat.link_up("b")
+    assert http_code(flat, "a", "http://198.18.0.11:8081/", timeout=5) == "200"
+
+
+@lab_test
+def test_flat_poweroff_and_start(flat: Lab) -> None:
+    flat.run("a", "echo persisted > /root/disk", check=True)
+    flat.poweroff("a")
+    assert not flat.is_running("a")
+    assert flat.run("a", "true", timeout=10).returncode != 0
+    assert flat.start("a") == []
+    assert flat.run("a", "cat /root/disk").stdout.strip() == "persisted"
+    assert flat.run("a", "systemctl is-system-running").stdout.strip() == "running"
+
+
+@lab_test
+def test_flat_destroy_leaves_nothing(flat: Lab) -> None:
+    assert flat.hosts
+    out = cli("destroy", "--name", "lt-flat")
+    assert out.returncode == 0, out.stderr
+    assert_gone(Lab("lt-flat"))
+    again = cli("destroy", "--name", "lt-flat")
+    assert again.returncode == 0, again.stderr
+    assert "lt-flat" not in cli("list").stdout
+
+
+# ----- cloud lab ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Lab]:
+    lab = Lab("lt-cloud")
+    lab.destroy()
+    try:
+        yield lab.create(["a", "b"], topology="cloud", sites={"a": "site1", "b": "site2"})
+    finally:
+        lab.destroy()
+
+
+@lab_test
+def test_cloud_addresses_and_inventory(cloud: Lab) -> None:
+    assert cloud.hosts["a"].address == "198.18.1.10"
+    assert cloud.hosts["b"].address == "198.18.2.10"
+    assert cloud.sites["site1"].public_address == "198.19.0.11"
+    assert cloud.sites["site2"].public_address == "198.19.0.12"
+    for h in ("a", "b"):
+        assert cloud.run(h, "systemctl is-system-running").stdout.strip() == "running"
+    text = cloud.inventory_path.read_text()
+    assert 'clusterlink_peer_name: "site1"' in text
+    assert 'clusterlink_advertise_address: "198.19.0.12"' in text
+    with pytest.raises(LabError):
+        Lab("lt-cloud").create(["a", "b"], topology="flat")
+
+
+@lab_test
+def test_cloud_only_peer_port_crosses_sites(cloud: Lab) -> None:
+    port = cloud.public_port
+    assert port == 443
+    listen(cloud, "b", port)
+    listen(cloud, "b", 8080)
+    pub_b = cloud.sites["site2"].public_address
+    # site1 -> site2: the public address on the peer port works, seen as site1's public address
+    assert http_code(cloud, "a", f"http://{pub_b}:{port}/") == "200"
+    log = cloud.run("b", f"journalctl -q -u lab-http-{port} --no-pager").stdout
+    assert cloud.sites["site1"].public_address in log
+    assert cloud.hosts["a"].address not in log
+    # ... but neither the private address nor another port on the public address
+    assert http_code(cloud, "a", f"http://{cloud.hosts['b'].address}:{port}/") == "000"
+    assert http_code(cloud, "a", f"http://{pub_b}:8080/") == "000"
+    # ... not even when a site1 host tries to route through the controller's namespace
+    b_net = "198.18.2.0/24"
+    cloud.run("a", f"ip route add {b_net} via {cloud.sites['site1'].controller_address}")
+    try:
+        assert http_code(cloud, "a", f"http://{cloud.hosts['b'].address}:8080/") == "000"
+    finally:
+        cloud.run("a", f"ip route del {b_net}")
+    # The controller reaches hosts by management address and sites by public address.
+    assert _curl_local(f"http://{cloud.hosts['b'].address}:8080/") == "200"
+    assert _curl_local(f"http://{pub_b}:{port}/") == "200"
+    assert _curl_local(f"http://{pub_b}:8080/") == "000"
+
+
+def _curl_local(url: str) -> str:
+    """HTTP status of ``url`` fetched from the controller (root namespace); ``000`` if none."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.status)
+    except (urllib.error.URLError, OSError):
+        return "000"
+
+
+@lab_test
+def test_cloud_destroy_leaves_nothing(cloud: Lab) -> None:
+    cloud.destroy()
+    assert_gone(cloud)
