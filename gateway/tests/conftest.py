@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from support.fabric import Fabric
 from support.gateway import GatewayProcess
 from support.pki import TestCA
 
@@ -36,3 +37,11 @@ def gateways(tmp_path: Path, ca: TestCA) -> Iterator[dict[str, GatewayProcess]]:
 @pytest.fixture
 def gateway(gateways: dict[str, GatewayProcess]) -> GatewayProcess:
     return gateways["cl0"]
+
+
+@pytest.fixture
+def fabric(tmp_path: Path) -> Iterator[Fabric]:
+    """Gateways cl0, cl1, ... started on first use, each with an echo service answering its name."""
+    fab = Fabric(tmp_path)
+    yield fab
+    fab.close()

@@ -40,4 +40,6 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     for command in ("get", "create", "update", "delete", "apply", "status"):
         assert command in helptext.stdout
     # uvloop is a real dependency of the installed daemon, not just of the dev venv
-    subprocess.run([str(env_dir / "bin" / "python"), "-c", "import uvloop, h2, aiohttp"], check=True)
+    subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", "import uvloop, h2, aiohttp"], check=True
+    )

@@ -126,7 +126,7 @@ class _Child:
 
 
 def run_bench(
-    seconds: float, streams: list[int], *, window: int = 0, links: int = 2
+    seconds: float, streams: list[int], *, window: int = 0, links: int = 2, tune: bool = True
 ) -> list[dict[str, object]]:
     """Direct vs tunnel for each stream count; returns result rows (and prints them)."""
     from .pki import TestCA
@@ -137,8 +137,9 @@ def run_bench(
         ca.issue("cl0")
         ca.issue("cl1")
         sink = _Child("sink")
-        exporter = _Child("exporter", tmp, str(sink.port), str(window))
-        importer = _Child("importer", tmp, str(exporter.port), str(window), str(links))
+        flags = () if tune else ("--no-tune",)
+        exporter = _Child("exporter", tmp, str(sink.port), str(window), *flags)
+        importer = _Child("importer", tmp, str(exporter.port), str(window), str(links), *flags)
         try:
             for n in streams:
                 direct = uvloop.run(measure(sink.port, n, seconds))
@@ -175,9 +176,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--window", type=int, default=0, help="stream window bytes (0: default)")
     parser.add_argument("--links", type=int, default=2)
+    parser.add_argument("--no-tune", action="store_true", help="skip tune_malloc() in gateways")
     args = parser.parse_args()
     if args.role:
         role, *rest = args.role
+        if not args.no_tune:
+            from clusterlink_gateway.peering import tune_malloc
+
+            tune_malloc()
         if role == "sink":
             uvloop.run(run_sink())
         elif role == "exporter":
@@ -185,7 +191,9 @@ def main() -> None:
         elif role == "importer":
             uvloop.run(run_importer(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3])))
         return
-    run_bench(args.seconds, args.streams, window=args.window, links=args.links)
+    run_bench(
+        args.seconds, args.streams, window=args.window, links=args.links, tune=not args.no_tune
+    )
 
 
 if __name__ == "__main__":
