@@ -49,4 +49,5 @@ def setup_logging(level: str, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("aiohttp.access", "hpack", "h2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

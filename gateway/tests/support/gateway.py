@@ -15,7 +15,7 @@ import yaml
 
 from clusterlink_gateway.client import AdminClient
 
-from .pki import TestCA
+from .pki import Issued, TestCA
 
 BIN = Path(sys.executable).parent
 
@@ -24,17 +24,29 @@ class GatewayProcess:
     """A gateway daemon in a temporary directory; ``client`` talks to its admin socket."""
 
     def __init__(
-        self, root: Path, name: str, ca: TestCA, *, extra: dict[str, Any] | None = None
+        self,
+        root: Path,
+        name: str,
+        ca: TestCA,
+        *,
+        extra: dict[str, Any] | None = None,
+        peer_name: str | None = None,
     ) -> None:
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
-        issued = ca.issue(name)
+        self.peer_name = peer_name or name
+        self.tls_dir = self.root / "tls"
+        self.install_tls(ca.issue(self.peer_name), ca.ca_path.read_bytes())
         self.socket = self.root / "admin.sock"
         self.config: dict[str, Any] = {
-            "peer_name": name,
+            "peer_name": self.peer_name,
             "listen": {"address": "127.0.0.1", "port": free_port()},
-            "tls": {"cert": str(issued.cert), "key": str(issued.key), "ca": str(ca.ca_path)},
+            "tls": {
+                "cert": str(self.tls_dir / "gateway.crt"),
+                "key": str(self.tls_dir / "gateway.key"),
+                "ca": str(self.tls_dir / "ca-bundle.pem"),
+            },
             "admin": {"socket": str(self.socket), "socket_group": None},
             "state_dir": str(self.root / "state"),
             "imports": {"bind": "127.0.0.1", "port_range": [41000, 41999]},
@@ -45,6 +57,19 @@ class GatewayProcess:
         self.log_path = self.root / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = AdminClient(str(self.socket), timeout=10)
+
+    def install_tls(self, issued: Issued, bundle: bytes) -> None:
+        """Put a certificate, key and CA bundle in place, each by an atomic rename."""
+        self.tls_dir.mkdir(exist_ok=True)
+        for target, data in (
+            ("ca-bundle.pem", bundle),
+            ("gateway.key", issued.key.read_bytes()),
+            ("gateway.crt", issued.cert.read_bytes()),
+        ):
+            tmp = self.tls_dir / f".{target}.tmp"
+            tmp.write_bytes(data)
+            tmp.chmod(0o600)
+            os.replace(tmp, self.tls_dir / target)
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))

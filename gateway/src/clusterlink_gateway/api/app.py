@@ -22,6 +22,8 @@ log = logging.getLogger("clusterlink.api")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry", Registry)
 DAEMON_INFO: web.AppKey[dict[str, Any]] = web.AppKey("daemon_info", dict)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+OffersFn = Callable[[str], Awaitable[list[dict[str, Any]]]]
+OFFERS: web.AppKey[OffersFn] = web.AppKey("offers")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -124,6 +126,17 @@ async def delete_object(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def offers(request: web.Request) -> web.Response:
+    """The exports a remote peer offers us, asked over our link to it."""
+    name = request.match_info["name"]
+    request.app[REGISTRY].get(KINDS["peers"], name)  # 404 for an unknown peer
+    try:
+        items = await request.app[OFFERS](name)
+    except (OSError, TimeoutError, ValueError) as exc:
+        return error_response(502, f"peer {name!r} did not answer: {exc or type(exc).__name__}")
+    return web.json_response(items)
+
+
 async def status(request: web.Request) -> web.Response:
     info = request.app[DAEMON_INFO]
     body = {
@@ -150,16 +163,20 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-def build_app(registry: Registry, info: dict[str, Any], *, max_body: int) -> web.Application:
+def build_app(
+    registry: Registry, info: dict[str, Any], *, max_body: int, offers_fn: OffersFn
+) -> web.Application:
     """The admin application, shared by the unix-socket and the TCP listener."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body)
     app[REGISTRY] = registry
     app[DAEMON_INFO] = info
     app[MAX_BODY] = max_body
+    app[OFFERS] = offers_fn
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/v1/status", status, allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/v1/peers/{name}/offers", offers, allow_head=False)
     kind = r"{kind:(?!status$|openapi\.json$)[^/]+}"
     app.router.add_get(f"/v1/{kind}", list_objects, allow_head=False)
     app.router.add_post(f"/v1/{kind}", create_object)

@@ -31,6 +31,18 @@ ERROR_SCHEMA = {
     },
 }
 
+NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+OFFER_REF = REF.format(model="Offer")
+
+OFFER_SCHEMA = {
+    "type": "object",
+    "required": ["name", "labels"],
+    "properties": {
+        "name": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
 STATUS_SCHEMA = {
     "type": "object",
     "required": ["peer_name", "labels", "version", "ready", "peers", "exports", "imports"],
@@ -89,12 +101,6 @@ def _kind_paths(kind: Kind) -> dict[str, Any]:
         "required": True,
         "content": _json({"$ref": REF.format(model=f"{kind.kind}Update")}),
     }
-    name_param = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-    }
     write_errors = {
         "400": _error("malformed body (not JSON, not an object)"),
         "413": _error("body larger than the configured limit"),
@@ -130,7 +136,7 @@ def _kind_paths(kind: Kind) -> dict[str, Any]:
             },
         },
         f"/v1/{kind.plural}/{{name}}": {
-            "parameters": [name_param],
+            "parameters": [NAME_PARAM],
             "get": {
                 "operationId": f"get{kind.kind}",
                 "tags": tag,
@@ -176,6 +182,7 @@ def openapi_document() -> dict[str, Any]:
         update["description"] = "as for create; `name` may be omitted (taken from the URL)"
         schemas[f"{kind.kind}Update"] = update
     schemas["Error"] = ERROR_SCHEMA
+    schemas["Offer"] = OFFER_SCHEMA
     schemas["Status"] = STATUS_SCHEMA
     paths: dict[str, Any] = {
         "/healthz": {
@@ -223,6 +230,25 @@ def openapi_document() -> dict[str, Any]:
     }
     for kind in KINDS.values():
         paths.update(_kind_paths(kind))
+    paths["/v1/peers/{name}/offers"] = {
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "get": {
+            "operationId": "getPeerOffers",
+            "tags": ["peers"],
+            "responses": {
+                "200": {
+                    "description": "the exports the peer offers to this gateway",
+                    "content": _json(
+                        {"type": "array", "items": {"$ref": REF.format(model="Offer")}}
+                    ),
+                },
+                "404": _error("no such peer"),
+                "502": _error("the peer could not be asked"),
+            },
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "ClusterLink gateway admin API", "version": __version__},

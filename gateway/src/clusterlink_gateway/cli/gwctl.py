@@ -150,6 +150,11 @@ def cmd_apply(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def cmd_get(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.kind == "offers":
+        if not args.peer:
+            raise UsageError("get offers needs --peer NAME")
+        print(render("offers", client.request("GET", f"/v1/peers/{args.peer}/offers"), args.output))
+        return 0
     kinds = list(KINDS.values()) if args.kind == "all" else [_kind(args.kind)]
     if args.name and len(kinds) == 1:
         print(render(kinds[0].plural, [client.get(kinds[0].plural, args.name)], args.output, True))
@@ -249,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0)
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("get", help="list objects, or show one")
-    get.add_argument("kind", help="peer | export | import | policy | all")
+    get.add_argument("kind", help="peer | export | import | policy | all | offers")
     get.add_argument("name", nargs="?")
+    get.add_argument("--peer", help="offers: the remote peer to ask")
     get.set_defaults(func=cmd_get)
     create = sub.add_parser("create", help="create an object from flags or a file")
     _object_flags(create)

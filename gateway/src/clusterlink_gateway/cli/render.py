@@ -31,6 +31,7 @@ def _selector(sel: dict[str, Any]) -> str:
 
 
 COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
+    "offers": [("EXPORT", lambda o: o["name"]), ("LABELS", lambda o: _labels(o["labels"]))],
     "peers": [
         ("NAME", lambda o: o["name"]),
         ("GATEWAYS", lambda o: _join([f"{g['host']}:{g['port']}" for g in o["spec"]["gateways"]])),

@@ -77,6 +77,12 @@ class PeerManager:
             "links": sum(1 for link in monitor.pool.links if link.usable),
         }
 
+    def renew_links(self) -> None:
+        """After a certificate change: drain every link; the pools dial new ones on demand."""
+        for pool in self.pools.values():
+            for link in list(pool.links):
+                link.drain()
+
     async def close(self) -> None:
         for name in list(self.pools):
             await self.apply(name, None)

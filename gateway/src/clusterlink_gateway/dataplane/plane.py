@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import suppress
 from typing import Any
 
 from ..config import Config
 from ..model.objects import Kind, Policy
-from ..peering import TLSContexts, start_peer_server
+from ..peering import TLSContexts, TLSError, start_peer_server
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from .imports import ImportManager
@@ -72,12 +73,42 @@ class DataPlane:
             reuse_port=self.config.workers > 1,
             handshake_timeout=listen.handshake_timeout,
         )
-        self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
+        self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
         log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
 
-    def reload_tls(self) -> None:
-        if self.tls.reload():
-            log.info("certificates reloaded", extra={"local_name": self.tls.local_name})
+    async def offers(self, peer: str) -> list[dict[str, Any]]:
+        """Ask ``peer`` which of its exports it offers us."""
+        pool = self.peers.pools.get(peer)
+        if pool is None:
+            raise ConnectionError(f"no link to peer {peer!r}")
+        resp = await pool.request(
+            "GET", "/v1/offers", timeout=self.config.dataplane.connect_timeout
+        )
+        if resp.status != 200:
+            raise ConnectionError(f"offers answered {resp.status}")
+        items = json.loads(resp.body)
+        if not isinstance(items, list):
+            raise ValueError("offers is not a list")
+        return items
+
+    def reload_tls(self) -> bool:
+        """Re-read the certificate files; on a change, new links use the new material while
+        established links drain (their streams finish undisturbed)."""
+        if not self.tls.reload():
+            return False
+        log.info("certificates reloaded", extra={"local_name": self.tls.local_name})
+        self.peers.renew_links()
+        return True
+
+    async def _watch_tls(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.reload_tls()
+            except TLSError as exc:
+                log.error(
+                    "certificate reload failed; keeping the old ones", extra={"error": str(exc)}
+                )
 
     async def stop(self) -> None:
         if self._watch is not None:
