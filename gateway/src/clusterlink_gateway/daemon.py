@@ -182,7 +182,10 @@ class Daemon:
 
     async def _start_admin(self) -> None:
         admin = self.config.admin
-        app = build_app(self.registry, self.info, max_body=admin.max_body_bytes)
+        assert self.dataplane is not None
+        app = build_app(
+            self.registry, self.info, max_body=admin.max_body_bytes, offers_fn=self.dataplane.offers
+        )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         _prepare_socket_path(admin.socket)
