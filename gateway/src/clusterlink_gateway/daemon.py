@@ -184,7 +184,11 @@ class Daemon:
         admin = self.config.admin
         assert self.dataplane is not None
         app = build_app(
-            self.registry, self.info, max_body=admin.max_body_bytes, offers_fn=self.dataplane.offers
+            self.registry,
+            self.info,
+            max_body=admin.max_body_bytes,
+            offers_fn=self.dataplane.offers,
+            metrics_fn=self.dataplane.metrics.render,
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..model.objects import KINDS, Kind
 from ..registry import NotFound, Registry, RegistryError
 from ..store.sqlite import StoreError
@@ -24,6 +25,7 @@ DAEMON_INFO: web.AppKey[dict[str, Any]] = web.AppKey("daemon_info", dict)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 OffersFn = Callable[[str], Awaitable[list[dict[str, Any]]]]
 OFFERS: web.AppKey[OffersFn] = web.AppKey("offers")
+METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -150,6 +152,11 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS]()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -164,7 +171,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(
-    registry: Registry, info: dict[str, Any], *, max_body: int, offers_fn: OffersFn
+    registry: Registry,
+    info: dict[str, Any],
+    *,
+    max_body: int,
+    offers_fn: OffersFn,
+    metrics_fn: Callable[[], bytes],
 ) -> web.Application:
     """The admin application, shared by the unix-socket and the TCP listener."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body)
@@ -172,8 +184,10 @@ def build_app(
     app[DAEMON_INFO] = info
     app[MAX_BODY] = max_body
     app[OFFERS] = offers_fn
+    app[METRICS] = metrics_fn
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/v1/status", status, allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
     app.router.add_get("/v1/peers/{name}/offers", offers, allow_head=False)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..metrics import Metrics
 from ..model.objects import Import
 from ..peering import TcpRelay
 from ..policy.attributes import destination_attributes, source_attributes
@@ -55,8 +56,10 @@ class ImportManager:
         local: dict[str, Any],
         *,
         connect_timeout: float,
+        metrics: Metrics,
         reuse_port: bool = False,
     ) -> None:
+        self.metrics = metrics
         self.registry = registry
         self.peers = peers
         self.engine = engine
@@ -172,6 +175,9 @@ class ImportManager:
         """Try the import's sources in load-balancing order until one carries the client."""
         started = time.monotonic()
         entry = state.entry
+        m = self.metrics
+        m.import_connections.labels(entry.name).inc()
+        m.egress_active.inc()
         obj = entry.obj
         assert isinstance(obj, Import)
         client_ip = relay.peername[0] if relay.peername else None
@@ -196,6 +202,7 @@ class ImportManager:
             )
             decision = self.engine.decide(src_attrs, dst_attrs, ip)
             attempt["egress"] = str(decision)
+            m.decisions.labels("egress", decision.action, decision.policy or "<default deny>").inc()
             if not decision.allowed:
                 attempt["result"] = "denied by egress policy"
                 log.info(
@@ -211,13 +218,18 @@ class ImportManager:
             headers = {"x-clusterlink-export": export, "x-clusterlink-import": entry.name}
             if client_ip:
                 headers["x-clusterlink-client-ip"] = client_ip
+            sent = time.monotonic()
             try:
                 resp, stream = await pool.open_connect(headers, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 attempt["result"] = f"unreachable: {exc or type(exc).__name__}"
+                kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+                m.connect_errors.labels(source.peer, kind).inc()
                 continue
+            m.connect_latency.labels(source.peer).observe(time.monotonic() - sent)
             if stream is None:
                 attempt["result"] = f"{resp.status}: {_reason(resp.body)}"
+                m.connect_errors.labels(source.peer, str(resp.status)).inc()
                 continue
             if relay.closed.done():  # the client gave up while we were connecting
                 stream.reset()
@@ -228,8 +240,13 @@ class ImportManager:
             relay.attach(stream)
             break
         if chosen is None:
+            m.import_failures.labels(entry.name).inc()
             relay.reset()
         await relay.closed
+        m.egress_active.dec()
+        m.import_closed.labels(entry.name).inc()
+        m.import_bytes.labels(entry.name, "in").inc(relay.bytes_in)
+        m.import_bytes.labels(entry.name, "out").inc(relay.bytes_out)
         audit.info(
             "connection",
             extra={

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any
 
+from ..metrics import Metrics
 from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
 from ..policy.attributes import destination_attributes, source_attributes
@@ -40,7 +41,9 @@ class IngressHandler:
         local: dict[str, Any],
         *,
         dial_timeout: float,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.registry = registry
         self.engine = engine
         self.local = local
@@ -97,6 +100,8 @@ class IngressHandler:
             ),
             ipaddress.ip_address(client_ip) if client_ip else None,
         )
+        m = self.metrics
+        m.decisions.labels("ingress", decision.action, decision.policy or "<default deny>").inc()
         if not decision.allowed:
             log.info(
                 "ingress denied",
@@ -125,10 +130,20 @@ class IngressHandler:
             return
         stream = req.accept()
         relay.attach(stream)
+        m.export_connections.labels(export_name, caller).inc()
+        m.ingress_active.inc()
+        relay.closed.add_done_callback(lambda _: self._closed(export_name, caller, relay))
         log.debug(
             "connect accepted",
             extra={"peer": caller, "export": export_name, "decision": str(decision)},
         )
+
+    def _closed(self, export: str, caller: str, relay: TcpRelay) -> None:
+        m = self.metrics
+        m.ingress_active.dec()
+        m.export_closed.labels(export, caller).inc()
+        m.export_bytes.labels(export, "in").inc(relay.bytes_out)  # from the peer to the export
+        m.export_bytes.labels(export, "out").inc(relay.bytes_in)
 
     def _caller_labels(self, caller: str) -> dict[str, str]:
         entry = self.registry.objects["peers"].get(caller)

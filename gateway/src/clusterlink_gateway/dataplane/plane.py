@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+
 from ..config import Config
+from ..metrics import Metrics
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
 from ..policy.engine import PolicyEngine
@@ -32,6 +36,7 @@ class DataPlane:
             handshake_timeout=config.listen.handshake_timeout,
         )
         self.engine = PolicyEngine()
+        self.metrics = Metrics()
         self.peers = PeerManager(config, self.tls)
         self.imports = ImportManager(
             registry,
@@ -39,16 +44,22 @@ class DataPlane:
             self.engine,
             local,
             connect_timeout=config.dataplane.connect_timeout,
+            metrics=self.metrics,
             reuse_port=config.workers > 1,
         )
         self.ingress = IngressHandler(
-            registry, self.engine, local, dial_timeout=config.dataplane.dial_timeout
+            registry,
+            self.engine,
+            local,
+            dial_timeout=config.dataplane.dial_timeout,
+            metrics=self.metrics,
         )
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task[None] | None = None
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
         registry.status_providers["imports"] = self.imports.status
+        self.metrics.add_state(self._state_metrics)
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
         if kind.plural == "peers":
@@ -62,6 +73,39 @@ class DataPlane:
                 assert isinstance(new.obj, Policy)
                 self.engine.set(name, new.obj.spec)
         # exports are looked up per CONNECT: nothing to apply
+
+    def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
+        reach = GaugeMetricFamily(
+            "clusterlink_peer_reachable",
+            "1 reachable, 0 unreachable (absent: unknown)",
+            labels=["peer"],
+        )
+        rtt = GaugeMetricFamily(
+            "clusterlink_peer_heartbeat_rtt_seconds",
+            "Round trip of the last heartbeat",
+            labels=["peer"],
+        )
+        links = GaugeMetricFamily("clusterlink_peer_links", "Open links to a peer", labels=["peer"])
+        streams = GaugeMetricFamily(
+            "clusterlink_peer_link_streams", "Streams open on the links to a peer", labels=["peer"]
+        )
+        for name, monitor in self.peers.monitors.items():
+            health = monitor.health
+            if health.state.reachable is not None:
+                reach.add_metric([name], 1.0 if health.state.reachable else 0.0)
+            if health.rtt_ms is not None:
+                rtt.add_metric([name], health.rtt_ms / 1000)
+            usable = [link for link in monitor.pool.links if link.usable]
+            links.add_metric([name], len(usable))
+            streams.add_metric([name], sum(link.active_streams for link in usable))
+        listening = GaugeMetricFamily(
+            "clusterlink_import_listening",
+            "1 when the import's listener is up",
+            labels=["import_name"],
+        )
+        for name, state in self.imports.imports.items():
+            listening.add_metric([name], 1.0 if state.server is not None else 0.0)
+        yield from (reach, rtt, links, streams, listening)
 
     async def start(self) -> None:
         listen = self.config.listen

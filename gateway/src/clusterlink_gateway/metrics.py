@@ -1,0 +1,95 @@
+"""Prometheus metrics of one gateway, served on the admin API at ``/metrics``.
+
+Counters on the connection path are updated once per connection (label children are cached);
+gauges that describe state (reachability, links, listeners) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """All metric families of a gateway, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(f"clusterlink_{name}", doc, labels, registry=r)
+
+        imp, exp = ["import_name"], ["export", "peer"]
+        self.import_connections = counter(
+            "import_connections", "Client connections accepted on an import", imp
+        )
+        self.import_failures = counter(
+            "import_connection_failures", "Client connections no source could serve (reset)", imp
+        )
+        self.import_closed = counter(
+            "import_connections_closed", "Client connections on an import that ended", imp
+        )
+        self.import_bytes = counter(
+            "import_bytes",
+            "Bytes relayed for an import's clients (in: from the client)",
+            [*imp, "direction"],
+        )
+        self.export_connections = counter("export_connections", "Connections to an export", exp)
+        self.export_closed = counter(
+            "export_connections_closed", "Connections to an export that ended", exp
+        )
+        self.export_bytes = counter(
+            "export_bytes",
+            "Bytes relayed for an export (in: from the remote peer)",
+            ["export", "direction"],
+        )
+        self.decisions = counter(
+            "policy_decisions",
+            "Access-policy decisions by side, action and deciding policy",
+            ["side", "action", "policy"],
+        )
+        self.connect_latency = Histogram(
+            "clusterlink_peer_connect_seconds",
+            "Time from sending CONNECT to a peer until its answer",
+            ["peer"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.connect_errors = counter(
+            "peer_connect_errors", "CONNECTs to a peer that failed, by reason", ["peer", "reason"]
+        )
+        self.active = Gauge(
+            "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
+        )
+        self._egress_active = self.active.labels("egress")
+        self._ingress_active = self.active.labels("ingress")
+
+    def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        """Register gauges computed at scrape time."""
+        self.registry.register(_StateCollector(collect))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @property
+    def egress_active(self) -> Any:
+        return self._egress_active
+
+    @property
+    def ingress_active(self) -> Any:
+        return self._ingress_active
+
+
+class _StateCollector(Collector):
+    def __init__(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._collect()
