@@ -79,6 +79,12 @@ class Dataplane(Strict):
         default=3.0, gt=0, le=60, description="per source: dial a link and get the CONNECT answer"
     )
     dial_timeout: float = Field(default=3.0, gt=0, le=60, description="exporter -> export target")
+    max_connections_per_import: int = Field(
+        default=0, ge=0, description="open client connections per import; 0 = no limit"
+    )
+    idle_timeout: float = Field(
+        default=0, ge=0, description="reset a relayed connection idle this long; 0 = never"
+    )
 
 
 class Logging(Strict):

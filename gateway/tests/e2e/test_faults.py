@@ -164,3 +164,29 @@ def test_restart_while_clients_loop(fabric: Fabric) -> None:
         r for t, r in results if t > first_ok
     ][:5]
     assert other == ["cl0"] * 6
+
+
+def test_limits_connections_and_idle_timeout(fabric: Fabric) -> None:
+    fabric.start("cl1", extra={"dataplane": {"max_connections_per_import": 3, "idle_timeout": 1.0}})
+    cl0, cl1 = fabric.client("cl0"), fabric.client("cl1")
+    holder = socket.create_server(("127.0.0.1", 0))  # a target that accepts and stays silent
+    cl0.create("exports", {"name": "hold", "spec": {"port": holder.getsockname()[1]}})
+    fabric.allow_all("cl0", "cl1")
+    fabric.add_peer("cl1", "cl0")
+    cl1.create("imports", {"name": "hold", "spec": {"sources": [{"peer": "cl0"}]}})
+    port = fabric.import_port("cl1", "hold")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with pytest.raises((ConnectionResetError, OSError)):
+        extra.sendall(b"x")
+        assert extra.recv(1) == b""  # over the limit: reset, never served
+    extra.close()
+    started = time.monotonic()
+    for sock in held:  # idle for longer than idle_timeout: reset by the gateway
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1024):  # an orderly close would end the loop and fail the test
+                pass
+        sock.close()
+    assert time.monotonic() - started < 4
+    holder.close()

@@ -58,8 +58,13 @@ class ImportManager:
         connect_timeout: float,
         metrics: Metrics,
         reuse_port: bool = False,
+        max_connections: int = 0,
+        idle_timeout: float = 0,
     ) -> None:
         self.metrics = metrics
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._sweeper: asyncio.Task[None] | None = None
         self.registry = registry
         self.peers = peers
         self.engine = engine
@@ -141,7 +146,32 @@ class ImportManager:
             state.server = None
         state.address = None
 
+    def start(self) -> None:
+        if self.idle_timeout:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
+
+    async def _sweep_idle(self) -> None:
+        """Reset relayed connections that moved no byte for ``idle_timeout`` seconds."""
+        seen: dict[TcpRelay, tuple[int, float]] = {}
+        while True:
+            await asyncio.sleep(max(0.05, self.idle_timeout / 4))
+            now = time.monotonic()
+            current: dict[TcpRelay, tuple[int, float]] = {}
+            for state in self.imports.values():
+                for relay in state.active:
+                    moved = relay.bytes_in + relay.bytes_out
+                    last = seen.get(relay)
+                    since = last[1] if last and last[0] == moved else now
+                    if now - since >= self.idle_timeout:
+                        log.info("idle connection reset", extra={"import": state.entry.name})
+                        relay.reset()
+                    else:
+                        current[relay] = (moved, since)
+            seen = current
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for state in list(self.imports.values()):
             await self._close(state)
             for relay in list(state.active):
@@ -165,6 +195,11 @@ class ImportManager:
     def _accepted(self, name: str, relay: TcpRelay) -> None:
         state = self.imports.get(name)
         if state is None:
+            relay.reset()
+            return
+        if self.max_connections and len(state.active) >= self.max_connections:
+            self.metrics.import_failures.labels(name).inc()
+            log.warning("import connection limit reached", extra={"import": name})
             relay.reset()
             return
         state.active.add(relay)

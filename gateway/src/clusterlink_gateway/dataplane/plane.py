@@ -46,6 +46,8 @@ class DataPlane:
             connect_timeout=config.dataplane.connect_timeout,
             metrics=self.metrics,
             reuse_port=config.workers > 1,
+            max_connections=config.dataplane.max_connections_per_import,
+            idle_timeout=config.dataplane.idle_timeout,
         )
         self.ingress = IngressHandler(
             registry,
@@ -118,6 +120,7 @@ class DataPlane:
             handshake_timeout=listen.handshake_timeout,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
+        self.imports.start()
         log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
 
     async def offers(self, peer: str) -> list[dict[str, Any]]:
