@@ -5,10 +5,10 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl
+APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv deps lint test test-unit test-gateway clean
+.PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean
 
 $(BIN)/.installed: requirements/dev.txt gateway/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,9 +26,22 @@ deps:
 	  fi; \
 	fi
 
-lint: venv
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+COLLECTIONS := $(CURDIR)/.venv/collections
+
+$(COLLECTIONS)/ansible_collections/clusterlink/fabric:
+	mkdir -p $(COLLECTIONS)/ansible_collections/clusterlink
+	ln -sfn $(CURDIR) $@
+
+collection-path: $(COLLECTIONS)/ansible_collections/clusterlink/fabric
+
+lint: venv collection-path
+	$(BIN)/ruff check gateway tests plugins bench tools
+	$(BIN)/ruff format --check gateway tests plugins bench tools
+	$(BIN)/python tools/check_argument_specs.py
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
+
+sanity: venv
+	tools/ansible_test_bootstrap.sh
 
 test-unit: venv
 	$(BIN)/python -m pytest -q gateway/tests/unit
@@ -36,8 +49,8 @@ test-unit: venv
 test-gateway: venv
 	$(BIN)/python -m pytest -q gateway/tests
 
-test: deps venv lint
-	$(BIN)/python -m pytest -q
+test: deps venv lint sanity
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build dist gateway/build
