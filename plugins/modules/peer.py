@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# Copyright: Contributors to the clusterlink.fabric collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+# ruff: noqa: E402  (Ansible modules import after DOCUMENTATION, EXAMPLES and RETURN)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: peer
+short_description: Manage a remote site (peer) on a ClusterLink gateway
+version_added: 0.1.0
+description:
+  - Creates, updates or deletes a B(peer) in the admin API of the ClusterLink gateway on the
+    target host. A peer is a remote site, with its name (the name in its gateways' certificates)
+    and the endpoints of its gateways.
+  - The object is compared on name, labels and spec only; its status (reachability, last
+    heartbeat) never causes a change.
+author:
+  - ClusterLink contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - clusterlink.fabric.gateway_api
+  - clusterlink.fabric.attributes
+  - clusterlink.fabric.attributes.actiongroup_gateway
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The gateway validates values when the object is written, so check mode does not
+        detect values it would reject (for example a port out of range).
+  diff_mode:
+    support: full
+    details:
+      - The diff shows name, labels and spec before and after.
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Peer name of the remote site, as in the DNS SAN of its gateways' certificates.
+      - A DNS label (lowercase letters, digits and V(-), at most 63 characters).
+    type: str
+    required: true
+  labels:
+    description:
+      - Labels of the peer, used by access policies (C(peer.clusterlink.net/labels.<key>)).
+      - Values are strings; numbers and booleans are turned into strings.
+      - The labels on the gateway are replaced by exactly these.
+    type: dict
+    default: {}
+  gateways:
+    description:
+      - The endpoints of the remote site's gateways (at least one).
+      - Required when O(state=present). The order is kept.
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description:
+          - IP address or DNS name of the gateway.
+        type: str
+        required: true
+      port:
+        description:
+          - Peer port of the gateway.
+        type: int
+        default: 443
+  state:
+    description:
+      - Whether the peer should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+seealso:
+  - module: clusterlink.fabric.gateway_info
+  - module: clusterlink.fabric.imported_service
+  - module: clusterlink.fabric.access_policy
+"""
+
+EXAMPLES = r"""
+- name: Peer with the site west, which has two redundant gateways
+  clusterlink.fabric.peer:
+    name: west
+    labels:
+      env: prod
+      region: eu-west
+    gateways:
+      - host: 198.18.0.21
+      - host: gw2.west.example.com
+        port: 8443
+
+- name: Set the admin socket once for every ClusterLink module of a play
+  module_defaults:
+    group/clusterlink.fabric.gateway:
+      socket: /run/clusterlink/admin.sock
+  block:
+    - name: Forget the site east
+      clusterlink.fabric.peer:
+        name: east
+        state: absent
+"""
+
+RETURN = r"""
+operation:
+  description: What was (or in check mode would be) done.
+  returned: always
+  type: str
+  choices: [create, update, delete, none]
+  sample: create
+peer:
+  description:
+    - The peer as stored by the gateway, with its status (in check mode, the predicted object).
+  returned: when O(state=present)
+  type: dict
+  contains:
+    kind:
+      description: V(Peer).
+      type: str
+      returned: always
+    name:
+      description: Name of the peer.
+      type: str
+      returned: always
+    labels:
+      description: Labels of the peer.
+      type: dict
+      returned: always
+    spec:
+      description: The endpoints, C(gateways), each with C(host) and C(port).
+      type: dict
+      returned: always
+    status:
+      description:
+        - Read-only state of the peer, C(reachable) (null until the first heartbeat),
+          C(last_seen), C(labels) learned from the peer, C(rtt_ms), C(error), C(links).
+      type: dict
+      returned: when the object exists on the gateway
+  sample:
+    kind: Peer
+    name: west
+    labels: {env: prod}
+    spec:
+      gateways: [{host: 198.18.0.21, port: 443}]
+    status: {reachable: true, last_seen: "2026-01-01T10:00:00Z", labels: {}, rtt_ms: 0.8,
+             error: null, links: 2}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.clusterlink.fabric.plugins.module_utils._api import GatewayResource
+
+
+class Peer(GatewayResource):
+    kind = "peers"
+    kind_name = "Peer"
+    singular = "peer"
+    result_key = "peer"
+    spec_options = dict(
+        gateways=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                host=dict(type="str", required=True),
+                port=dict(type="int", default=443),
+            ),
+        ),
+    )
+    required_for_present = ["gateways"]
+
+    def spec_from_params(self):
+        return {"gateways": self.params["gateways"] or []}
+
+    def normalize_spec(self, spec):
+        return {
+            "gateways": [
+                {"host": gw.get("host"), "port": 443 if gw.get("port") is None else gw["port"]}
+                for gw in spec.get("gateways") or []
+            ],
+        }
+
+
+def main():
+    Peer.main(AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()
