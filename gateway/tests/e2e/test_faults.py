@@ -176,7 +176,10 @@ def test_limits_connections_and_idle_timeout(fabric: Fabric) -> None:
     cl1.create("imports", {"name": "hold", "spec": {"sources": [{"peer": "cl0"}]}})
     port = fabric.import_port("cl1", "hold")
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while cl1.get("imports", "hold")["status"]["active_connections"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     extra = socket.create_connection(("127.0.0.1", port), timeout=5)
     with pytest.raises((ConnectionResetError, OSError)):
         extra.sendall(b"x")

@@ -68,6 +68,7 @@ def test_metrics_and_audit(fabric: Fabric) -> None:
         ]
         == 1
     )
+
     # one audit line per client connection at the importer
     def audit_lines() -> list[dict]:
         lines = fabric["cl1"].log_text().splitlines()

@@ -20,6 +20,7 @@ from clusterlink_gateway.peering import (
 from .pki import TestCA
 
 LOCAL = "127.0.0.1"
+BACKLOG = 4096  # tests open a thousand connections at once
 
 
 def tls_for(ca: TestCA, name: str, *, bundle: Path | None = None) -> TLSContexts:
@@ -100,7 +101,7 @@ class Pusher(asyncio.Protocol):
 
 
 async def start_target(factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
-    return await asyncio.get_running_loop().create_server(factory, LOCAL, 0)
+    return await asyncio.get_running_loop().create_server(factory, LOCAL, 0, backlog=BACKLOG)
 
 
 async def start_echo() -> asyncio.Server:
@@ -116,7 +117,7 @@ async def start_banner(banner: bytes) -> asyncio.Server:
         await writer.drain()
         writer.close()
 
-    return await asyncio.start_server(serve, LOCAL, 0)
+    return await asyncio.start_server(serve, LOCAL, 0, backlog=BACKLOG)
 
 
 # -- the exporting gateway ---------------------------------------------------------------------
@@ -192,6 +193,7 @@ class Importer:
     relays: list[TcpRelay] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     refusals: list[int] = field(default_factory=list)
+    connect_timeout: float = 10.0
 
     @property
     def port(self) -> int:
@@ -209,7 +211,7 @@ class Importer:
         if relay.peername:
             headers["x-clusterlink-client-ip"] = relay.peername[0]
         try:
-            response, stream = await self.pool.open_connect(headers, timeout=10.0)
+            response, stream = await self.pool.open_connect(headers, timeout=self.connect_timeout)
         except (ConnectionError, TimeoutError):
             relay.reset()
             return
@@ -221,7 +223,9 @@ class Importer:
 
     async def start(self) -> Importer:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: TcpRelay(self._on_connect), LOCAL, 0)
+        self.server = await loop.create_server(
+            lambda: TcpRelay(self._on_connect), LOCAL, 0, backlog=BACKLOG
+        )
         return self
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, ConfigError, check_runtime, load_config
 from ..daemon import Daemon, StartupError
 from ..logs import setup_logging
+from ..peering.tuning import tune_malloc
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clusterlink-gateway: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
+    tune_malloc()
     daemon = Daemon(args.config, config)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -57,6 +57,7 @@ class DataPlane:
             metrics=self.metrics,
         )
         self._server: asyncio.AbstractServer | None = None
+        self._links: set[Any] = set()
         self._watch: asyncio.Task[None] | None = None
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
@@ -118,6 +119,7 @@ class DataPlane:
             self.ingress,
             reuse_port=self.config.workers > 1,
             handshake_timeout=listen.handshake_timeout,
+            links=self._links,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
         self.imports.start()
@@ -164,5 +166,7 @@ class DataPlane:
                 await self._watch
         if self._server is not None:
             self._server.close()
+        for link in list(self._links):  # tell peers to stop opening streams here
+            link.goaway()
         await self.imports.close()
         await self.peers.close()

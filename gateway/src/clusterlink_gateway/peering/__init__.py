@@ -5,12 +5,14 @@
 * ``link``: the asyncio protocol around it; server (``start_peer_server``) and client links.
 * ``pool``: ``PeerPool``, long-lived links to one peer with endpoint failover.
 * ``relay``: ``TcpRelay``, splicing a TCP socket to a stream.
+* ``tuning``: ``tune_malloc``, to call once at daemon start-up (halves CPU per GB).
 """
 
 from .link import (
     BodyTooLarge,
     IncomingStream,
     NotProcessed,
+    RequestRejected,
     Response,
     Stream,
     StreamError,
@@ -20,12 +22,14 @@ from .link import (
 from .pool import PeerPool
 from .relay import TcpRelay
 from .tls import TLSContexts, TLSError, peer_identity
+from .tuning import tune_malloc
 
 __all__ = [
     "BodyTooLarge",
     "IncomingStream",
     "NotProcessed",
     "PeerPool",
+    "RequestRejected",
     "Response",
     "Stream",
     "StreamError",
@@ -35,4 +39,5 @@ __all__ = [
     "TcpRelay",
     "peer_identity",
     "start_peer_server",
+    "tune_malloc",
 ]

@@ -17,6 +17,7 @@ No sockets, clocks or tasks here; ``link.py`` drives it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -35,9 +36,10 @@ FRAME_SIZE_ERROR = 0x6
 REFUSED_STREAM = 0x7
 CANCEL = 0x8
 
-_HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION = 0x1, 0x5, 0x7, 0x9
-_END_HEADERS = 0x4
+_DATA, _HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION = 0x0, 0x1, 0x5, 0x7, 0x9
+_END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
 _PREFACE_LEN = 24
+_ZERO_COPY_MIN = 4096  # DATA payloads from this size on are passed through uncopied
 _MAX_WINDOW = 2**31 - 1
 
 
@@ -46,7 +48,7 @@ class Limits:
     """Sizes for one link. Windows are what we grant the peer; frames what we accept."""
 
     max_frame_size: int = 1 << 20
-    stream_window: int = 4 << 20
+    stream_window: int = 2 << 20  # bounds what one stalled stream holds; 1-4 MiB measured alike
     connection_window: int = 64 << 20
     max_header_bytes: int = 16384
     max_concurrent_streams: int = 10000
@@ -140,6 +142,10 @@ class StreamGone(Exception):
     """The stream is closed, reset or unknown."""
 
 
+class HeadersTooLarge(ValueError):
+    """The request's headers exceed what the peer (or we) accept; nothing was sent."""
+
+
 class CannotOpenStream(Exception):
     """No new stream on this connection: it is going away, failed, or at its stream limit."""
 
@@ -155,19 +161,84 @@ class _QuietDataFrame(DataFrame):
 
 
 class _Connection(h2.connection.H2Connection):
-    """h2's connection with the per-frame repr of DATA payloads avoided (it costs ~1 ms/MB)."""
+    """h2's connection, with two shortcuts for DATA (each checked to exist in this h2 version):
+
+    * received DATA frames are formatted without hex-dumping the payload (h2 calls ``repr`` on
+      every received frame, which costs about 1 ms per MB);
+    * ``receive_ready_data`` takes a DATA frame already cut out of the byte stream, skipping
+      h2's frame buffer and its copies;
+    * sent DATA payloads are not copied into h2's output buffer: ``output`` returns them as
+      separate chunks for ``transport.writelines``.
+
+    h2 drops its output buffer when a GOAWAY arrives; here that is left to the core, which
+    lets the streams the peer accepted finish.
+    """
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
         table = getattr(self, "_frame_dispatch_table", None)
-        self._quiet = isinstance(table, dict) and DataFrame in table
-        if self._quiet:
-            table[_QuietDataFrame] = table[DataFrame]
+        self.fast_data = (
+            isinstance(table, dict)
+            and DataFrame in table
+            and callable(getattr(super(), "_receive_frame", None))
+        )
+        if self.fast_data:
+            table[_QuietDataFrame] = table[DataFrame]  # type: ignore[index]
+        self._fast_send = isinstance(getattr(self, "_data_to_send", None), bytearray) and callable(
+            getattr(super(), "_prepare_for_sending", None)
+        )
+        self._chunks: list[bytes | memoryview] = []
+
+    def _prepare_for_sending(self, frames):  # type: ignore[no-untyped-def]
+        if self._fast_send and len(frames) == 1:
+            frame = frames[0]
+            size = len(frame.data) if frame.__class__ is DataFrame else 0
+            if size >= _ZERO_COPY_MIN and not frame.pad_length:
+                flags = _END_STREAM if "END_STREAM" in frame.flags else 0
+                buf = self._data_to_send
+                buf += size.to_bytes(3, "big")
+                buf.append(_DATA)
+                buf.append(flags)
+                buf += frame.stream_id.to_bytes(4, "big")
+                self._chunks.append(bytes(buf))
+                buf.clear()
+                self._chunks.append(frame.data)
+                return
+        super()._prepare_for_sending(frames)  # type: ignore[misc]
+
+    def output(self) -> list[bytes | memoryview]:
+        """Everything to send, in order, as chunks (payloads are not copied)."""
+        chunks, self._chunks = self._chunks, []
+        if self._data_to_send:
+            chunks.append(bytes(self._data_to_send))
+            self._data_to_send.clear()
+        return chunks
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        if self._chunks:
+            self._chunks.append(bytes(self._data_to_send))
+            self._data_to_send[:] = b"".join(self._chunks)
+            self._chunks = []
+        return super().data_to_send(amount)
+
+    def clear_outbound_data_buffer(self) -> None:
+        """Called by h2 on GOAWAY; the core decides what still goes out (see class doc)."""
 
     def _receive_frame(self, frame):  # type: ignore[no-untyped-def]
-        if self._quiet and frame.__class__ is DataFrame:
+        if self.fast_data and frame.__class__ is DataFrame:
             frame.__class__ = _QuietDataFrame
-        return super()._receive_frame(frame)
+        return super()._receive_frame(frame)  # type: ignore[misc]
+
+    def receive_ready_data(self, stream_id: int, end_stream: bool, payload: bytes) -> list:  # type: ignore[type-arg]
+        """Like ``receive_data`` for exactly one unpadded DATA frame."""
+        frame = _QuietDataFrame(stream_id, data=payload)
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        try:
+            return self._receive_frame(frame)  # type: ignore[no-any-return]
+        except h2.exceptions.ProtocolError as exc:
+            self.close_connection(error_code=exc.error_code)
+            raise
 
 
 class _GuardError(Exception):
@@ -176,49 +247,96 @@ class _GuardError(Exception):
         self.code = code
 
 
-class _FrameGuard:
-    """Walks frame headers as bytes arrive (O(frames), not O(bytes)).
+@dataclass(slots=True)
+class _Data:
+    """A complete, unpadded DATA frame, cut out of the byte stream by the framer."""
 
-    Rejects frames above the frame size limit and header blocks above the header limit as soon
-    as their 9-byte header is seen, and reports where GOAWAY frames end so the core can feed
-    ``h2`` up to them and restore the connection state before the next frame.
+    stream_id: int
+    end_stream: bool
+    payload: bytes
+
+
+class _Framer:
+    """Walks the frame headers of the incoming byte stream (O(frames), not O(bytes)).
+
+    * rejects frames above the frame size limit and header blocks above the header limit as
+      soon as their 9-byte header is seen, before anything buffers them;
+    * cuts plain DATA frames out (one copy of the payload) so the core can hand them to ``h2``
+      as ready frames: its own frame buffer copies every byte three times;
+    * passes every other frame through as raw bytes, split right after each GOAWAY so the core
+      can restore the connection state before the frames that follow it.
+
+    ``feed`` returns, in wire order: raw byte runs (``memoryview``) and ``_Data`` frames.
     """
 
-    __slots__ = ("_block", "_goaway", "_head", "_max_frame", "_max_header", "_preface", "_skip")
+    __slots__ = (
+        "_block",
+        "_data_end",
+        "_data_sid",
+        "_fast",
+        "_goaway",
+        "_head",
+        "_left",
+        "_max_frame",
+        "_max_header",
+        "_pieces",
+        "_preface",
+        "_raw",
+    )
 
-    def __init__(self, *, server: bool, max_frame: int, max_header: int) -> None:
+    def __init__(self, *, server: bool, max_frame: int, max_header: int, fast: bool) -> None:
         self._preface = _PREFACE_LEN if server else 0
         self._max_frame = max_frame
         self._max_header = max_header
+        self._fast = fast
         self._head = b""
-        self._skip = 0
-        self._block = 0
+        self._left = 0  # body bytes of the current frame still to come
+        self._raw = True  # the current frame goes to h2 as bytes
         self._goaway = False
+        self._block = 0  # header block bytes so far (HEADERS + CONTINUATION)
+        self._data_sid = 0
+        self._data_end = False
+        self._pieces: list[memoryview] = []
 
-    def feed(self, data: bytes) -> list[int]:
-        cuts: list[int] = []
-        pos, n = 0, len(data)
+    def feed(self, data: bytes) -> list[memoryview | _Data]:
+        out: list[memoryview | _Data] = []
+        view = memoryview(data)
+        pos, n = 0, len(view)
+        run = 0  # start of the raw bytes not yet put into ``out``
         if self._preface:
-            take = min(self._preface, n)
-            self._preface -= take
-            pos = take
+            pos = min(self._preface, n)
+            self._preface -= pos
         while pos < n:
-            if self._skip:
-                take = min(self._skip, n - pos)
-                self._skip -= take
+            if self._left:
+                take = min(self._left, n - pos)
+                if not self._raw:
+                    self._pieces.append(view[pos : pos + take])
                 pos += take
-                if not self._skip and self._goaway:
-                    self._goaway = False
-                    cuts.append(pos)
+                self._left -= take
+                if not self._raw:
+                    run = pos
+                if not self._left:
+                    run = self._frame_done(out, view, run, pos)
                 continue
-            need = 9 - len(self._head)
-            self._head += data[pos : pos + need]
-            pos += min(need, n - pos)
-            if len(self._head) < 9:
-                break
-            head, self._head = self._head, b""
+            start = pos
+            if self._head or n - pos < 9:  # a header split across chunks
+                need = 9 - len(self._head)
+                self._head += bytes(view[pos : pos + need])
+                pos += min(need, n - pos)
+                if len(self._head) < 9:
+                    if start > run:
+                        out.append(view[run:start])
+                    run = pos
+                    break
+                head, self._head = self._head, b""
+                split = True
+            else:
+                head = bytes(view[pos : pos + 9])
+                pos += 9
+                split = False
             length = int.from_bytes(head[:3], "big")
             ftype, flags = head[3], head[4]
+            sid = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
             if length > self._max_frame:
                 raise _GuardError(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds the limit")
             if ftype in (_HEADERS, _CONTINUATION, _PUSH_PROMISE):
@@ -227,13 +345,43 @@ class _FrameGuard:
                     raise _GuardError(PROTOCOL_ERROR, "header block exceeds the header size limit")
                 if flags & _END_HEADERS:
                     self._block = 0
-            self._skip = length
-            if ftype == _GOAWAY:
-                if length:
-                    self._goaway = True
-                else:
-                    cuts.append(pos)
-        return cuts
+            if self._fast and ftype == _DATA and sid and not flags & _PADDED and not self._block:
+                if start > run:
+                    out.append(view[run:start])
+                run = pos
+                self._raw = False
+                self._data_sid, self._data_end = sid, bool(flags & _END_STREAM)
+            else:
+                self._raw = True
+                if split:  # its first bytes were held back: send the whole header now
+                    if start > run:
+                        out.append(view[run:start])
+                    out.append(memoryview(head))
+                    run = pos
+            self._goaway = ftype == _GOAWAY
+            self._left = length
+            if not length:
+                run = self._frame_done(out, view, run, pos)
+        if pos > run:
+            out.append(view[run:pos])
+        return out
+
+    def _frame_done(
+        self, out: list[memoryview | _Data], view: memoryview, run: int, pos: int
+    ) -> int:
+        """The current frame ends at ``pos``; returns where the pending raw bytes start."""
+        if not self._raw:
+            pieces, self._pieces = self._pieces, []
+            payload = b"".join(pieces) if len(pieces) != 1 else pieces[0].tobytes()
+            out.append(_Data(self._data_sid, self._data_end, payload))
+            self._raw = True
+            return pos
+        if self._goaway:  # cut here: the core restores h2's state before what follows
+            self._goaway = False
+            if pos > run:
+                out.append(view[run:pos])
+            return pos
+        return run
 
 
 class _Stream:
@@ -274,12 +422,28 @@ def _decode_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], dic
     return pseudo, headers
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+_CONNECTION_SPECIFIC = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"upgrade",
+}
+
+
 def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    """Extra (non-pseudo) headers as h2 wants them; ValueError for what HTTP/2 forbids."""
     out: list[tuple[bytes, bytes]] = []
     for name, value in (headers or {}).items():
-        if name.startswith(":"):
-            raise ValueError(f"pseudo-header {name!r} cannot be set as an extra header")
-        out.append((name.lower().encode("ascii"), str(value).encode("utf-8")))
+        raw_name = name.lower().encode("ascii", "replace")
+        raw_value = str(value).encode("utf-8")
+        if not _TOKEN.fullmatch(raw_name) or raw_name in _CONNECTION_SPECIFIC or raw_name == b"te":
+            raise ValueError(f"header name {name!r} is not allowed in HTTP/2")
+        if _BAD_VALUE.search(raw_value):
+            raise ValueError(f"header {name!r} has a value HTTP/2 does not allow")
+        out.append((raw_name, raw_value))
     return out
 
 
@@ -313,14 +477,16 @@ class H2Core:
             if client_side
             else h2.connection.ConnectionState.SERVER_OPEN
         )
-        self._guard = _FrameGuard(
+        self._framer = _Framer(
             server=not client_side,
             max_frame=lim.max_frame_size,
             max_header=lim.max_header_bytes + 1024,  # HPACK may encode slightly longer
+            fast=conn.fast_data,
         )
         self._streams: dict[int, _Stream] = {}
         self._blocked: dict[int, _Stream] = {}  # streams with unsent data, in flush order
         self._events: list[Event] = []
+        self._local_open = 0  # streams we opened that are not closed yet
         self._conn_unacked = 0
         self._ack_stream_at = max(1, lim.stream_window // 4)
         self._ack_conn_at = max(1, lim.connection_window // 4)
@@ -341,6 +507,10 @@ class H2Core:
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()
 
+    def output(self) -> list[bytes | memoryview]:
+        """What to send, as chunks for ``writelines`` (bulk payloads are not copied)."""
+        return self._h2.output()
+
     def pop_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
@@ -356,7 +526,7 @@ class H2Core:
             return False
         if self.goaway_received is not None:
             return False
-        return self._h2.open_outbound_streams < self._h2.remote_settings.max_concurrent_streams
+        return self._local_open < self._h2.remote_settings.max_concurrent_streams
 
     def unsent(self, stream_id: int) -> int:
         rec = self._streams.get(stream_id)
@@ -372,21 +542,17 @@ class H2Core:
         if self.failed is not None:
             return self.pop_events()
         try:
-            cuts = self._guard.feed(data)
+            items = self._framer.feed(data)
         except _GuardError as exc:
             self._fail(exc.code, str(exc))
             return self.pop_events()
-        if not cuts:
-            self._feed(data)
-        else:
-            view, start = memoryview(data), 0
-            for cut in cuts:
-                self._feed(view[start:cut])
-                start = cut
-                if self.failed is not None:
-                    break
-            if start < len(data) and self.failed is None:
-                self._feed(view[start:])
+        for item in items:
+            if item.__class__ is _Data:
+                self._feed_data(item)  # type: ignore[arg-type]
+            else:
+                self._feed(item)  # type: ignore[arg-type]
+            if self.failed is not None:
+                break
         if self._conn_unacked >= self._ack_conn_at and self.failed is None:
             self._h2.increment_flow_control_window(self._conn_unacked)
             self._conn_unacked = 0
@@ -396,10 +562,24 @@ class H2Core:
         try:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self.failed = str(exc) or exc.__class__.__name__
-            code = int(getattr(exc, "error_code", PROTOCOL_ERROR) or PROTOCOL_ERROR)
-            self._events.append(ConnectionFailed(code, self.failed))
+            self._failed_by(exc)
             return
+        self._process(h2_events)
+
+    def _feed_data(self, item: _Data) -> None:
+        try:
+            h2_events = self._h2.receive_ready_data(item.stream_id, item.end_stream, item.payload)
+        except h2.exceptions.ProtocolError as exc:
+            self._failed_by(exc)
+            return
+        self._process(h2_events)
+
+    def _failed_by(self, exc: h2.exceptions.ProtocolError) -> None:
+        self.failed = str(exc) or exc.__class__.__name__
+        code = int(getattr(exc, "error_code", PROTOCOL_ERROR) or PROTOCOL_ERROR)
+        self._events.append(ConnectionFailed(code, self.failed))
+
+    def _process(self, h2_events: list[h2.events.Event]) -> None:
         flush = False
         for ev in h2_events:
             cls = ev.__class__
@@ -423,12 +603,12 @@ class H2Core:
             self._flush()
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
-        sid, flow = ev.stream_id, ev.flow_controlled_length or 0
+        sid, flow, data = ev.stream_id, ev.flow_controlled_length or 0, ev.data
         self._conn_unacked += flow
-        if sid in self._streams:
-            self._events.append(DataReceived(sid, ev.data or b"", flow))
+        if data and sid in self._streams:
+            self._events.append(DataReceived(sid, data, flow))
         elif flow and self.failed is None:
-            # Not ours any more (e.g. reset locally while DATA was in flight): give it back.
+            # Padding only, or not ours any more (reset while DATA was in flight): give it back.
             self._ack_stream_h2(sid, flow)
 
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
@@ -467,10 +647,9 @@ class H2Core:
         self._maybe_closed(rec)
 
     def _on_reset(self, ev: h2.events.StreamReset) -> None:
-        rec = self._streams.pop(ev.stream_id, None)
+        rec = self._forget(ev.stream_id)
         if rec is None:
             return
-        self._blocked.pop(rec.id, None)
         code = int(ev.error_code) if ev.error_code is not None else CANCEL
         self._events.append(StreamClosed(rec.id, code, by_peer=ev.remote_reset))
 
@@ -482,8 +661,7 @@ class H2Core:
             sid for sid in self._streams if sid > last and (sid % 2 == 1) == self.client_side
         )
         for sid in refused:
-            self._streams.pop(sid)
-            self._blocked.pop(sid, None)
+            self._forget(sid)
         if code == NO_ERROR:
             # h2 treats any GOAWAY as the end; we let the streams the peer accepted finish.
             self._h2.state_machine.state = self._open_state
@@ -509,6 +687,11 @@ class H2Core:
         if method != "CONNECT":
             block += [(b":scheme", b"https"), (b":path", (path or "/").encode())]
         block += _encode_headers(headers)
+        size = sum(len(name) + len(value) + 32 for name, value in block)  # RFC 9113 6.5.2
+        peer_limit = self._h2.remote_settings.max_header_list_size
+        limit = min(self.limits.max_header_bytes, peer_limit or self.limits.max_header_bytes)
+        if size > limit:
+            raise HeadersTooLarge(f"request headers of {size} bytes exceed the limit of {limit}")
         sid = self._h2.get_next_available_stream_id()
         try:
             self._h2.send_headers(sid, block, end_stream=end_stream)
@@ -516,6 +699,7 @@ class H2Core:
             raise CannotOpenStream(str(exc)) from None
         rec = self._streams[sid] = _Stream(sid)
         rec.local_closed = end_stream
+        self._local_open += 1
         return sid
 
     def send_response(
@@ -564,10 +748,9 @@ class H2Core:
         self._maybe_closed(rec)
 
     def reset_stream(self, stream_id: int, error_code: int = CANCEL) -> None:
-        rec = self._streams.pop(stream_id, None)
+        rec = self._forget(stream_id)
         if rec is None:
             return
-        self._blocked.pop(stream_id, None)
         if self.failed is None:
             with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
                 self._h2.reset_stream(stream_id, error_code)
@@ -661,9 +844,16 @@ class H2Core:
             self._h2.increment_flow_control_window(size, stream_id)
 
     def _maybe_closed(self, rec: _Stream) -> None:
-        if rec.local_closed and rec.remote_closed and self._streams.pop(rec.id, None) is not None:
-            self._blocked.pop(rec.id, None)
+        if rec.local_closed and rec.remote_closed and self._forget(rec.id) is not None:
             self._events.append(StreamClosed(rec.id, None, by_peer=False))
+
+    def _forget(self, stream_id: int) -> _Stream | None:
+        rec = self._streams.pop(stream_id, None)
+        if rec is not None:
+            self._blocked.pop(stream_id, None)
+            if (stream_id % 2 == 1) == self.client_side:
+                self._local_open -= 1
+        return rec
 
     def _fail(self, code: int, reason: str) -> None:
         self.failed = reason

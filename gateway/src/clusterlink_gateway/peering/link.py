@@ -40,6 +40,10 @@ class NotProcessed(ConnectionError):
     answer): it is safe to send it again on another link."""
 
 
+class RequestRejected(ConnectionError):
+    """The request cannot be sent to this peer at all (e.g. headers above its limit)."""
+
+
 class BodyTooLarge(ValueError):
     """A request or response body exceeded its limit."""
 
@@ -227,15 +231,15 @@ class _Collector:
         self.size = 0
         self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.done.add_done_callback(_retrieve)
-        self.stream: Stream | None = None
 
     def stream_data_received(self, data: bytes) -> None:
         self.size += len(data)
+        if self.done.done():
+            return  # over the limit: discard the rest
         self.parts.append(data)
-        if self.size > self.limit and not self.done.done():
+        if self.size > self.limit:
+            self.parts = []
             self.done.set_exception(BodyTooLarge(f"body exceeds {self.limit} bytes"))
-            if self.stream is not None:
-                self.stream.reset()
 
     def stream_eof_received(self) -> None:
         if not self.done.done():
@@ -277,6 +281,7 @@ class _Link(asyncio.Protocol):
         self._ping_deadline: float | None = None
         self._idle_since: float | None = None
         self._closing = False
+        self.closed_locally = False  # we chose to close it (GOAWAY, drain), not a failure
         self.peer = ""
         self.address: tuple[str, int] | None = None
         self.lost: asyncio.Future[None] = self._loop.create_future()
@@ -363,6 +368,7 @@ class _Link(asyncio.Protocol):
         """Refuse new streams (those above ``last_stream_id``); close once the rest finished."""
         if self._transport is None or self._closing:
             return
+        self.closed_locally = True
         self._core.goaway(h2core.NO_ERROR, last_stream_id)
         self._after_action()
         self._maybe_close()
@@ -371,6 +377,7 @@ class _Link(asyncio.Protocol):
         """GOAWAY and close now (active streams are cut)."""
         if self._transport is None or self._closing:
             return
+        self.closed_locally = True
         self._closing = True
         self._core.goaway(h2core.NO_ERROR)
         self._flush()
@@ -390,9 +397,12 @@ class _Link(asyncio.Protocol):
         pass
 
     def _flush(self) -> None:
-        data = self._core.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        chunks = self._core.output()
+        if chunks and self._transport is not None and not self._transport.is_closing():
+            if len(chunks) == 1:
+                self._transport.write(chunks[0])
+            else:
+                self._transport.writelines(chunks)
 
     def _after_action(self) -> None:
         events = self._core.pop_events()
@@ -456,7 +466,7 @@ class _Link(asyncio.Protocol):
         stream._on_closed(exc)
 
     def _on_goaway(self, ev: h2core.GoAwayReceived) -> None:
-        log.info(
+        (log.debug if ev.error_code == h2core.NO_ERROR else log.warning)(
             "peer sent GOAWAY",
             extra={"peer": self.peer, "code": ev.error_code, "refused": len(ev.refused)},
         )
@@ -527,6 +537,7 @@ class IncomingStream:
 
     def __init__(self, link: ServerLink, stream: Stream, ev: h2core.RequestReceived) -> None:
         self._link = link
+        self.link = link  # the carrying link (for metrics, tests and draining)
         self.stream = stream
         self.peer = link.peer
         self.method = ev.method
@@ -544,36 +555,43 @@ class IncomingStream:
         self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> None:
         """A complete answer (END_STREAM). A dead stream makes this a no-op."""
+        self.answer(status, body, headers)
+
+    def answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """``respond`` without awaiting (it never blocks: the body is buffered if need be)."""
         if self.answered:
             raise RuntimeError("request already answered")
-        self.answered = True
         if self.stream.closed:
+            self.answered = True
             return
         core = self._link._core
         try:
             core.send_response(self.stream_id, status, headers, end_stream=not body)
+            self.answered = True
             if body:
                 core.send_data(self.stream_id, body)
                 core.end_stream(self.stream_id)
         except h2core.StreamGone:
             return
+        if not self.stream._eof and core.unsent(self.stream_id) == 0:
+            # Answered before the request ended: ask the caller to stop sending (RFC 9113 8.1).
+            core.reset_stream(self.stream_id, h2core.NO_ERROR)
         self._link._after_action()
 
     def accept(self, headers: dict[str, str] | None = None) -> Stream:
         """Answer 200 without END_STREAM; the stream then carries bytes both ways."""
         if self.answered:
             raise RuntimeError("request already answered")
-        self.answered = True
         if not self.stream.closed:
             with contextlib.suppress(h2core.StreamGone):
                 self._link._core.send_response(self.stream_id, 200, headers)
             self._link._after_action()
+        self.answered = True
         return self.stream
 
     async def read_body(self, limit: int = 65536) -> bytes:
         """The request body (up to END_STREAM); BodyTooLarge above ``limit``."""
         collector = _Collector(limit)
-        collector.stream = self.stream
         self.stream.set_protocol(collector)
         return await collector.done
 
@@ -588,16 +606,27 @@ class ServerLink(_Link):
     client_side = False
 
     def __init__(
-        self, handler: Handler, limits: Limits, *, idle_timeout: float | None, keepalive: float
+        self,
+        handler: Handler,
+        limits: Limits,
+        *,
+        idle_timeout: float | None,
+        keepalive: float,
+        registry: set[ServerLink] | None = None,
     ) -> None:
         super().__init__(limits, idle_timeout=idle_timeout, keepalive=keepalive)
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
+        self._registry = registry
 
     def _link_up(self) -> None:
+        if self._registry is not None:
+            self._registry.add(self)
         log.debug("peer link accepted", extra={"peer": self.peer, "client_address": self.address})
 
     def _link_down(self, exc: Exception | None) -> None:
+        if self._registry is not None:
+            self._registry.discard(self)
         log.debug("peer link closed", extra={"peer": self.peer, "error": str(exc) if exc else None})
 
     def _on_request(self, ev: h2core.RequestReceived) -> None:
@@ -616,21 +645,25 @@ class ServerLink(_Link):
                 "peer request handler failed",
                 extra={"peer": incoming.peer, "method": incoming.method, "path": incoming.path},
             )
-            if not incoming.answered:
-                await incoming.respond(
-                    500, _json_error("internal error"), {"content-type": "application/json"}
-                )
-            else:
-                incoming.stream.reset(h2core.INTERNAL_ERROR)
+            self._fail(incoming, "internal error")
             return
-        if not incoming.answered:
+        if not incoming.answered and not incoming.stream.closed:
             log.error(
                 "peer request handler returned without answering",
                 extra={"peer": incoming.peer, "method": incoming.method, "path": incoming.path},
             )
-            await incoming.respond(
-                500, _json_error("no answer"), {"content-type": "application/json"}
-            )
+            self._fail(incoming, "no answer")
+
+    @staticmethod
+    def _fail(incoming: IncomingStream, reason: str) -> None:
+        """A 500 if nothing was answered yet, else reset the stream."""
+        if not incoming.answered:
+            try:
+                incoming.answer(500, _json_error(reason), {"content-type": "application/json"})
+                return
+            except (ValueError, RuntimeError):
+                pass
+        incoming.stream.reset(h2core.INTERNAL_ERROR)
 
 
 async def start_peer_server(
@@ -647,8 +680,13 @@ async def start_peer_server(
     limits: Limits | None = None,
     keepalive: float = KEEPALIVE,
     backlog: int = 1024,
+    links: set[ServerLink] | None = None,
 ) -> asyncio.Server:
-    """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream."""
+    """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
+
+    ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
+    ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown).
+    """
     lim = replace(
         limits or Limits(),
         max_header_bytes=max_header_bytes,
@@ -656,7 +694,9 @@ async def start_peer_server(
     )
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ServerLink(handler, lim, idle_timeout=idle_timeout, keepalive=keepalive),
+        lambda: ServerLink(
+            handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links
+        ),
         host,
         port,
         ssl=tls.server_context(),
@@ -691,6 +731,11 @@ class ClientLink(_Link):
     @property
     def usable(self) -> bool:
         return not self.draining and super().usable
+
+    @property
+    def closed_gracefully(self) -> bool:
+        """The peer said GOAWAY without an error (e.g. idle or shutting down)."""
+        return self._core.goaway_received is not None and self._core.failed is None
 
     def drain(self) -> None:
         """No new streams; close once the active ones finished."""
@@ -728,6 +773,8 @@ class ClientLink(_Link):
             )
         except h2core.CannotOpenStream as exc:
             raise NotProcessed(str(exc)) from None
+        except ValueError as exc:  # headers too large or not valid in HTTP/2
+            raise RequestRejected(str(exc)) from None
         stream = Stream(self, sid)
         stream._response = self._loop.create_future()
         stream._response.add_done_callback(_retrieve)
@@ -747,7 +794,6 @@ class ClientLink(_Link):
     ) -> Response:
         stream = self._open(method, authority, path, headers, not body)
         collector = _Collector(max_body)
-        collector.stream = stream
         stream.set_protocol(collector)
         try:
             if body:
@@ -769,7 +815,6 @@ class ClientLink(_Link):
             if 200 <= status < 300:
                 return Response(status, response_headers, b""), stream
             collector = _Collector(max_body)
-            collector.stream = stream
             stream.set_protocol(collector)
             body = await collector.done
         except BaseException:

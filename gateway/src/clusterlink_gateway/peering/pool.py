@@ -62,6 +62,7 @@ class PeerPool:
         self._attempt: asyncio.Task[ClientLink] | None = None
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
+        self._turn = 0
 
     # -- public --------------------------------------------------------------------------------
 
@@ -154,9 +155,12 @@ class PeerPool:
         while True:
             usable = [link for link in self._links if link.usable]
             if usable:
-                if len(self._links) < self.target_links:
+                if len(usable) < self.target_links:
                     self._maintain()
-                return min(usable, key=lambda link: link.active_streams)
+                # least loaded; ties rotate so that every link sees traffic (and stays warm)
+                self._turn += 1
+                start = self._turn % len(usable)
+                return min(usable[start:] + usable[:start], key=lambda link: link.active_streams)
             if self._attempt is None or self._attempt.done():
                 if not self._eligible():
                     raise ConnectionError(self._unreachable_reason())
@@ -268,7 +272,8 @@ class PeerPool:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        if born is not None and not answered and loop.time() - born < MIN_LINK_LIFE:
+        short_lived = born is not None and loop.time() - born < MIN_LINK_LIFE
+        if short_lived and not answered and not (link.closed_gracefully or link.closed_locally):
             for ep in self._endpoints:
                 if ep.address == link.endpoint:
                     ep.failures += 1

@@ -15,7 +15,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 log = logging.getLogger("clusterlink.peering")
 
@@ -175,9 +175,9 @@ class TLSContexts:
     def reload(self) -> bool:
         """Re-read the files; True if their content changed. Bad files: TLSError, old kept."""
         signature = self._stat()
-        material = self._load()
+        material = self._load(unless=self._current.digest)
         self._signature = signature
-        if material.digest == self._current.digest:
+        if material is None:
             return False
         self._current = material
         log.info(
@@ -218,10 +218,18 @@ class TLSContexts:
                 out.append(None)
         return tuple(out)
 
-    def _load(self) -> _Material:
+    @overload
+    def _load(self) -> _Material: ...
+    @overload
+    def _load(self, unless: str) -> _Material | None: ...
+
+    def _load(self, unless: str | None = None) -> _Material | None:
+        """Build contexts from the files; None if their digest is ``unless`` (unchanged)."""
         digest = hashlib.sha256()
         for path, what in ((self.cert, "certificate"), (self.key, "key"), (self.ca, "CA bundle")):
             digest.update(_read(path, what))
+        if digest.hexdigest() == unless:
+            return None
         info = _decode_cert(self.cert)
         name = _name_from(info)
         if not name:
