@@ -200,7 +200,9 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(admin.socket, admin.socket_mode)
         if admin.socket_group is not None:
-            os.chown(admin.socket, -1, grp.getgrnam(admin.socket_group).gr_gid)
+            gid = grp.getgrnam(admin.socket_group).gr_gid
+            if os.stat(admin.socket).st_gid != gid:  # no chown needed when run as that group
+                os.chown(admin.socket, -1, gid)
         if admin.tcp is not None:
             self._admin_ssl = admin_tls_context(admin.tcp)
             site = web.TCPSite(
