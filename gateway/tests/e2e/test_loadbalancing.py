@@ -75,3 +75,24 @@ def test_unreachable_peer_is_tried_last(fabric: Fabric, scheme: str) -> None:
         time.sleep(0.1)
     answers = [get(port) for _ in range(30)]
     assert "cl1" not in answers and all(a in ("cl0", "cl2") for a in answers), answers
+
+
+def test_a_source_naming_an_unknown_peer_is_just_a_failed_source(fabric: Fabric) -> None:
+    fabric.export_echo("cl1")
+    fabric.allow_all("cl0", "cl1")
+    fabric.add_peer("cl0", "cl1")
+    fabric.client("cl0").create(
+        "imports",
+        {
+            "name": "mixed",
+            "spec": {
+                "lb_scheme": "static",
+                "sources": [
+                    {"peer": "ghost", "export": "http-echo"},
+                    {"peer": "cl1", "export": "http-echo"},
+                ],
+            },
+        },
+    )
+    port = fabric.import_port("cl0", "mixed")
+    assert [get(port) for _ in range(5)] == ["cl1"] * 5

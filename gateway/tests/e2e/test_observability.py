@@ -72,7 +72,11 @@ def test_metrics_and_audit(fabric: Fabric) -> None:
     # one audit line per client connection at the importer
     def audit_lines() -> list[dict]:
         lines = fabric["cl1"].log_text().splitlines()
-        return [json.loads(line) for line in lines if '"clusterlink.audit"' in line]
+        return [
+            json.loads(line)
+            for line in lines
+            if '"clusterlink.audit"' in line and '"msg": "connection"' in line
+        ]
 
     deadline = time.monotonic() + 5
     while len(audit := audit_lines()) < 7 and time.monotonic() < deadline:
@@ -92,6 +96,17 @@ def test_metrics_and_audit(fabric: Fabric) -> None:
     ]
     assert first["bytes_in"] > 0 and first["bytes_out"] > 0 and first["duration_s"] >= 0
     failed = next(a for a in audit if a["import"] == "nothing")
+    # the exporter writes its own line per carried connection, with its ingress decision
+    ingress = [
+        json.loads(line)
+        for line in fabric["cl0"].log_text().splitlines()
+        if '"msg": "ingress connection"' in line
+    ]
+    assert len(ingress) == 5
+    assert {i["ingress"] for i in ingress} == {"allow by policy allow-all"}
+    assert all(
+        i["peer"] == "cl1" and i["client"] == "127.0.0.1" and i["bytes_out"] > 0 for i in ingress
+    )
     assert failed["peer"] is None and re.match(
         r"404: export 'missing' not found", failed["tried"][0]["result"]
     )

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import time
 from typing import Any
 
 from ..metrics import Metrics
@@ -22,6 +23,7 @@ from ..policy.engine import PolicyEngine
 from ..registry import Registry
 
 log = logging.getLogger("clusterlink.ingress")
+audit = logging.getLogger("clusterlink.audit")
 
 EXPORTS = KINDS["exports"]
 PEERS = KINDS["peers"]
@@ -132,13 +134,32 @@ class IngressHandler:
         relay.attach(stream)
         m.export_connections.labels(export_name, caller).inc()
         m.ingress_active.inc()
-        relay.closed.add_done_callback(lambda _: self._closed(export_name, caller, relay))
-        log.debug(
-            "connect accepted",
-            extra={"peer": caller, "export": export_name, "decision": str(decision)},
+        started = time.monotonic()
+        relay.closed.add_done_callback(
+            lambda _: self._closed(export_name, caller, relay, client_ip, str(decision), started)
         )
 
-    def _closed(self, export: str, caller: str, relay: TcpRelay) -> None:
+    def _closed(
+        self,
+        export: str,
+        caller: str,
+        relay: TcpRelay,
+        client_ip: str | None,
+        decision: str,
+        started: float,
+    ) -> None:
+        audit.info(
+            "ingress connection",
+            extra={
+                "peer": caller,
+                "export": export,
+                "client": client_ip,
+                "ingress": decision,
+                "duration_s": round(time.monotonic() - started, 3),
+                "bytes_in": relay.bytes_out,
+                "bytes_out": relay.bytes_in,
+            },
+        )
         m = self.metrics
         m.ingress_active.dec()
         m.export_closed.labels(export, caller).inc()
