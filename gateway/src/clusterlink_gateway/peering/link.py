@@ -273,6 +273,7 @@ class _Link(asyncio.Protocol):
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._flush_pending = False
         self._idle_timeout = idle_timeout
         self._keepalive = keepalive
         self._timer: asyncio.TimerHandle | None = None
@@ -380,7 +381,7 @@ class _Link(asyncio.Protocol):
         self.closed_locally = True
         self._closing = True
         self._core.goaway(h2core.NO_ERROR)
-        self._flush()
+        self._flush_now()
         self._transport.close()
 
     def abort(self) -> None:
@@ -397,6 +398,14 @@ class _Link(asyncio.Protocol):
         pass
 
     def _flush(self) -> None:
+        """Write pending frames once per event-loop iteration: the frames of many streams
+        then share TLS records and syscalls."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
         chunks = self._core.output()
         if chunks and self._transport is not None and not self._transport.is_closing():
             if len(chunks) == 1:
@@ -489,7 +498,7 @@ class _Link(asyncio.Protocol):
         going_away = self._core.goaway_sent is not None or self._core.goaway_received is not None
         if self._closing or self._core.failed is not None or (going_away and not self._streams):
             self._closing = True
-            self._flush()
+            self._flush_now()
             self._transport.close()
 
     def _schedule_tick(self) -> None:
