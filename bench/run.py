@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         return render(args.render, None if args.no_docs else args.docs)
     plan = build_plan(args)
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored (&)
+        signal.signal(sig, _terminate)
     raise_fd_limit(plan.idle_count)
     try:
         ensure_tools(install=not args.no_install)
@@ -301,4 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)

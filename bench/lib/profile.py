@@ -37,7 +37,7 @@ COMPONENTS = {
         f.endswith(("(logs.py)", "(__init__.py)"))
         and f.split(".")[0] in ("Logger", "LogRecord", "Handler", "Formatter", "JsonFormatter")
     ),
-    "metrics": lambda f: f.endswith("(metrics.py)"),
+    "metrics": lambda f: f.endswith("(metrics.py)") or f.startswith("MutexValue."),
     "policy": lambda f: f.endswith(("(engine.py)", "(attributes.py)")),
 }
 
