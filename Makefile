@@ -1,14 +1,15 @@
 # ClusterLink for bare metal: developer and CI entry points.
 #   make test   - install everything needed, lint, run every test (CI runs this)
+#   make demo   - two lab sites connected by ClusterLink, deployed with Ansible (root, Debian)
 #   make venv   - the pinned Python tool set in .venv, the gateway installed editable
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck
+APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck stunnel4 wrk nginx-light
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean
+.PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean demo demo-prereqs demo-clean molecule bench
 
 $(BIN)/.installed: requirements/dev.txt gateway/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,3 +55,25 @@ test: deps venv lint sanity
 
 clean:
 	rm -rf $(VENV) build dist gateway/build
+
+# Two sites on this machine (lab hosts a and b), deployed with playbooks/site.yml; a client
+# on a reaches b's web server, a policy change (Ansible) denies it, then allows it again.
+demo: demo-prereqs deps venv collection-path
+	demo/demo.sh
+
+# A fresh Debian has python3 but not its venv module, which `make venv` needs.
+demo-prereqs:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! $(PY) -c 'import ensurepip' 2>/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+
+demo-clean:
+	python3 -m tests.lab destroy --name demo
+
+# The molecule scenario (extensions/molecule/default): lab hosts instead of containers.
+molecule: deps venv collection-path
+	cd extensions && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test
+
+# Benchmarks (docs/benchmarks.md): gateway pair vs direct TCP vs an stunnel pair, one run.
+bench: deps venv
+	$(BIN)/python bench/run.py

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# make demo: two sites on this machine, connected by ClusterLink, deployed with Ansible.
+# Run from the repository root as root (the Makefile has already run: deps venv collection-path).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+LAB=demo
+LABCMD=(python3 -m tests.lab)
+STATE=${CLUSTERLINK_LAB_STATE:-/var/lib/clusterlink-lab}
+INV="$STATE/$LAB/inventory.yml"
+GWCTL=/opt/clusterlink/current/venv/bin/gwctl
+export ANSIBLE_COLLECTIONS_PATH="$REPO/.venv/collections"
+export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_PIPELINING=1
+export PATH="$REPO/.venv/bin:$PATH"
+PLAY=(ansible-playbook -i "$INV" -i "$REPO/inventories/lab")
+T0=$SECONDS
+
+step() { printf '\n\033[1m==> [%3ds] %s\033[0m\n' "$((SECONDS - T0))" "$*"; }
+show() { printf '    $ %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, systemd-nspawn)" >&2; exit 1; }
+
+# Only one flat lab (198.18.0.0/24) can exist at a time.
+other=$("${LABCMD[@]}" list --json | python3 -c '
+import json, sys
+print(" ".join(n for n, st in json.load(sys.stdin).items()
+               if n != sys.argv[1] and st.get("topology") == "flat"))' "$LAB")
+if [ -n "$other" ]; then
+  echo "another flat lab exists ($other); only one can use 198.18.0.0/24." >&2
+  echo "Destroy it first: python3 -m tests.lab destroy --name <name>" >&2
+  exit 1
+fi
+
+step "1/7 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
+show "python3 -m tests.lab image"
+"${LABCMD[@]}" image
+
+step "2/7 Two hosts, a (198.18.0.10) and b (198.18.0.11): one site each"
+show "python3 -m tests.lab create --name $LAB --hosts a,b"
+"${LABCMD[@]}" create --name "$LAB" --hosts a,b >/dev/null
+"${LABCMD[@]}" status --name "$LAB"
+
+step "3/7 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
+show "ansible-playbook -i $INV -i inventories/lab playbooks/site.yml"
+"${PLAY[@]}" playbooks/site.yml
+
+step "4/7 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
+show "ansible-playbook ... demo/web.yml   (systemd-run --unit=demo-web python3 -m http.server 8080 --bind 127.0.0.1)"
+"${PLAY[@]}" demo/web.yml
+
+curl_a() { "${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
+
+step "5/7 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
+show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8080/"
+ok=""
+for _ in $(seq 60); do
+  if out=$(curl_a) && [ "$out" = "hello from site b" ]; then ok=1; break; fi
+  sleep 1
+done
+echo "    a got: ${out:-}"
+[ -n "$ok" ] || { echo "FAILED: site a did not reach site b" >&2; exit 1; }
+
+step "6/7 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
+show "ansible-playbook ... demo/policy.yml -e demo_policy_state=present"
+"${PLAY[@]}" demo/policy.yml -e demo_policy_state=present
+set +e; out=$(curl_a); rc=$?; set -e
+echo "    a got (curl exit $rc): $out"
+if [ "$rc" = 0 ]; then echo "FAILED: the deny policy did not stop the connection" >&2; exit 1; fi
+
+step "7/7 Allow again: remove the deny policy with Ansible"
+show "ansible-playbook ... demo/policy.yml -e demo_policy_state=absent"
+"${PLAY[@]}" demo/policy.yml -e demo_policy_state=absent
+out=$(curl_a) || true
+echo "    a got: $out"
+[ "$out" = "hello from site b" ] || { echo "FAILED: access not restored" >&2; exit 1; }
+
+cat <<MSG
+
+Demo done in $((SECONDS - T0)) s. The lab keeps running; look around:
+  python3 -m tests.lab ssh --name $LAB a -- $GWCTL status       # peers, imports, policies (also b)
+  python3 -m tests.lab ssh --name $LAB b -- journalctl -u clusterlink-gateway -n 50
+  python3 -m tests.lab ssh --name $LAB a -- curl -s http://127.0.0.1:8080/
+  ANSIBLE_COLLECTIONS_PATH=.venv/collections .venv/bin/ansible-playbook -i $INV -i inventories/lab playbooks/status.yml
+Destroy it:  make demo-clean
+MSG

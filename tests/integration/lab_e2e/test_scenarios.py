@@ -1,0 +1,339 @@
+# Copyright: Contributors to the clusterlink.fabric collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Upstream's end-to-end scenarios (clusterlink.md section 9), on real lab hosts, with Ansible.
+
+One flat lab (hosts a, b, c, d); the fabric starts with the sites a, b and c (d joins later).
+The module deploys once with site.yml and walks through the scenarios in file order; every
+change goes through the inventory (written by the test) and a playbook, and every check is a
+real client on a host (curl or a Python socket client) or gwctl. Each site runs a web server
+on 127.0.0.1:8080 answering its own name, exported as ``web``. Site a peers with a, b and c
+(a self-peer, as upstream's load-balancing tests) and imports:
+
+* ``conn`` (port 9000) from b;
+* ``lb-rr`` / ``lb-static`` / ``lb-random`` (9001-9003) from a, b, c in that order;
+* ``fo`` (9004) from b and c (failover).
+
+Run: ``.venv/bin/python -m pytest -m lab tests/integration/lab_e2e/test_scenarios.py`` (root).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import shutil
+import time
+
+import pytest
+
+from .support import REPO, UNIT, Fabric, can_run, create_lab, no_failures
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not can_run(), reason="lab tests need root and the lab's packages"),
+    pytest.mark.timeout(900),
+]
+
+SITES = ["a", "b", "c"]
+LAB_HOSTS = ["a", "b", "c", "d"]
+ALLOW_LAB = {
+    "name": "allow-lab-sites",
+    "action": "allow",
+    "from": [{"matchLabels": {"peer.clusterlink.net/labels.env": "lab"}}],
+}
+WEB_EXPORT = {"name": "web", "host": "127.0.0.1", "port": 8080}
+
+
+def lb_import(name: str, port: int, scheme: str) -> dict:
+    return {
+        "name": name,
+        "port": port,
+        "lb_scheme": scheme,
+        "sources": [{"peer": s, "export": "web"} for s in SITES],
+    }
+
+
+A_IMPORTS = [
+    {"name": "conn", "port": 9000, "sources": [{"peer": "b", "export": "web"}]},
+    lb_import("lb-rr", 9001, "round-robin"),
+    lb_import("lb-static", 9002, "static"),
+    lb_import("lb-random", 9003, "random"),
+    {"name": "fo", "port": 9004, "sources": [{"peer": "b", "export": "web"}, {"peer": "c", "export": "web"}],
+     "lb_scheme": "static"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fab(tmp_path_factory):
+    lab = create_lab(f"e2e-{secrets.token_hex(3)}", LAB_HOSTS)
+    try:
+        workdir = tmp_path_factory.mktemp("e2e")
+        f = Fabric(lab, workdir, f"e2e-{secrets.token_hex(3)}")
+        # A private copy of the gateway source, so upgrade.yml can roll out a new release.
+        source = workdir / "gateway"
+        shutil.copytree(
+            REPO / "gateway",
+            source,
+            ignore=shutil.ignore_patterns("build", "dist", "tests", "*.egg-info", "__pycache__"),
+        )
+        f.group_vars.update(
+            clusterlink_gateway_source=str(source),
+            clusterlink_peer_labels={"env": "lab"},
+            clusterlink_policies=[ALLOW_LAB],
+            clusterlink_exports=[WEB_EXPORT],
+        )
+        f.members = list(SITES)
+        f.host_vars["a"] = {"clusterlink_peers": SITES, "clusterlink_imports": A_IMPORTS}
+        yield f
+        print("\nplaybook run times:\n  " + "\n  ".join(f.timings))
+    finally:
+        lab.destroy()
+
+
+def test_site_from_bare_hosts(fab):
+    recap, _ = fab.playbook("site")
+    assert set(recap) == set(SITES) and no_failures(recap), recap
+    for h in SITES:
+        fab.start_web(h, h)
+
+
+def test_connectivity(fab):
+    got = fab.wait("a -> b through import conn", lambda: fab.get("a", 9000) == "b", 60)
+    assert got
+
+
+def test_peer_status(fab):
+    reach = fab.wait(
+        "a's peers reachable",
+        lambda: (r := fab.reachable("a")) == dict.fromkeys(SITES, True) and r,
+        60,
+    )
+    assert reach == {"a": True, "b": True, "c": True}
+    assert set(fab.reachable("b")) == {"a", "c"}  # the full mesh, no self-peer
+    recap, out = fab.playbook("status", "-e", "clusterlink_status_strict=true")
+    assert no_failures(recap) and all(c["changed"] == 0 for c in recap.values()), recap
+    for peer in SITES:  # the fabric table: HOST SITE READY PEER REACHABLE ...
+        assert re.search(rf'"a\s+a\s+yes\s+{peer}\s+yes\s', out), out[-3000:]
+
+
+# ----- load balancing (upstream 9.2 #11-13) -------------------------------------------------
+def test_load_balancing_all_three(fab):
+    rr = fab.gets("a", 9001, 30)
+    # A fresh import's round-robin counter: the i-th answer is peer (i+1) mod 3.
+    assert rr == [SITES[(i + 1) % 3] for i in range(30)], rr
+    assert fab.gets("a", 9002, 30) == ["a"] * 30
+    assert set(fab.gets("a", 9003, 100)) == set(SITES)
+
+
+def _strictly_alternating(seq: list[str], pair: set[str]) -> bool:
+    return set(seq) == pair and all(x != y for x, y in itertools.pairwise(seq))
+
+
+def test_load_balancing_without_a_export(fab):
+    fab.host_vars["a"]["clusterlink_exports"] = []  # prune removes a's export "web"
+    recap, _ = fab.playbook("site", "--limit", "a")
+    assert recap["a"]["changed"] > 0, recap
+    assert "web" not in fab.gwctl("a", "get exports")
+    rr = fab.gets("a", 9001, 30)
+    assert _strictly_alternating(rr, {"b", "c"}), rr  # upstream: peer(1 + i mod 2)
+    assert fab.gets("a", 9002, 30) == ["b"] * 30
+    assert set(fab.gets("a", 9003, 30)) == {"b", "c"}
+
+
+def test_load_balancing_without_a_and_b_exports(fab):
+    fab.host_vars["b"] = {"clusterlink_exports": []}
+    recap, _ = fab.playbook("site", "--limit", "b")
+    assert recap["b"]["changed"] > 0, recap
+    for port in (9001, 9002, 9003):
+        assert fab.gets("a", port, 30) == ["c"] * 30, port
+    # Back to the full set (the exports return with the inventory).
+    del fab.host_vars["b"]
+    del fab.host_vars["a"]["clusterlink_exports"]
+    fab.playbook("site", "--limit", "a,b")
+    assert fab.gets("a", 9002, 5) == ["a"] * 5
+
+
+# ----- policies: the privileged tier beats the regular one (upstream 9.2 #17) --------------
+PEER_A = [{"matchLabels": {"peer.clusterlink.net/name": "a"}}]
+
+
+def test_privileged_deny_beats_regular_allow(fab):
+    fab.host_vars["b"] = {
+        "clusterlink_policies": [
+            ALLOW_LAB,
+            {"name": "priv-deny-a", "action": "deny", "privileged": True, "from": PEER_A},
+        ]
+    }
+    fab.playbook("site", "--limit", "b")
+    got = fab.get("a", 9000)
+    assert got.startswith("ERR 56") and "reset" in got.lower(), got
+
+
+def test_privileged_allow_beats_regular_deny(fab):
+    fab.host_vars["b"] = {
+        "clusterlink_policies": [
+            {"name": "deny-a", "action": "deny", "from": PEER_A},
+            {"name": "priv-allow-a", "action": "allow", "privileged": True, "from": PEER_A},
+        ]
+    }
+    fab.playbook("site", "--limit", "b")
+    assert fab.get("a", 9000) == "b"
+
+
+def test_regular_deny_beats_regular_allow(fab):
+    fab.host_vars["b"] = {
+        "clusterlink_policies": [ALLOW_LAB, {"name": "deny-a", "action": "deny", "from": PEER_A}]
+    }
+    fab.playbook("site", "--limit", "b")
+    got = fab.get("a", 9000)
+    assert got.startswith("ERR 56"), got
+    del fab.host_vars["b"]
+    _recap, _ = fab.playbook("site", "--limit", "b")
+    assert "deny-a" not in fab.gwctl("b", "get policies")
+    assert fab.get("a", 9000) == "b"
+
+
+# ----- failover: a whole gateway host powered off ----------------------------------------------
+def test_failover_when_a_gateway_host_is_powered_off(fab):
+    assert fab.gets("a", 9004, 5) == ["b"] * 5  # static: b first while it is up
+    t0 = time.monotonic()
+    fab.lab.poweroff("b")
+    results: list[tuple[float, str]] = []
+    while time.monotonic() - t0 < 60:
+        r = fab.reachable("a")
+        if r.get("b") is False:
+            break
+        results += [(time.monotonic() - t0, x) for x in fab.gets("a", 9004, 1)]
+    else:
+        raise AssertionError("b never marked unreachable within 60 s")
+    marked = time.monotonic() - t0
+    # Once b is marked unreachable, new connections go to c: zero failures.
+    after = fab.gets("a", 9004, 30)
+    assert after == ["c"] * 30, after
+    failed_before = [x for _, x in results if x != "c"]
+    print(f"\nfailover: b marked unreachable after {marked:.1f}s; "
+          f"{len(failed_before)} of {len(results)} requests before that did not get c: "
+          f"{failed_before[:5]}")  # fmt: skip
+    assert marked < 30, marked
+    assert fab.get("a", 9000).startswith("ERR"), "conn has only b as source"
+
+    failed = fab.lab.start("b")
+    assert not failed, failed
+    fab.start_web("b", "b")  # the web server was a transient unit
+    assert fab.sh("b", "systemctl is-active clusterlink-gateway").strip() == "active"
+    fab.wait("b reachable again from a", lambda: fab.reachable("a").get("b"), 90)
+    fab.wait("traffic to b again", lambda: fab.get("a", 9004) == "b", 60)
+
+
+# ----- certificate rotation under a long transfer ---------------------------------------------
+def test_rotation_keeps_a_long_transfer(fab):
+    # rotate_certificates.yml reloads the gateways one after the other (about 60 s for three
+    # hosts here): 48 MiB at 512 KiB/s (~96 s) outlasts both reloads on the path (a and b).
+    fab.sh("b", "head -c 48M /dev/urandom > /srv/web/big.bin")
+    want = fab.sh("b", "sha256sum /srv/web/big.bin").split()[0]
+    fab.sh("a", "rm -f /root/big.bin /root/dl.*; systemctl reset-failed dl 2>/dev/null; true")
+    fab.sh(
+        "a",
+        "systemd-run -q --unit=dl sh -c 'date +%s.%N > /root/dl.start; "
+        "curl -sS --limit-rate 512K -o /root/big.bin http://127.0.0.1:9000/big.bin; "
+        "echo $? > /root/dl.rc; date +%s.%N > /root/dl.end'",
+    )
+    before = {h: fab.sh(h, "sha256sum /etc/clusterlink/tls/gateway.crt").split()[0] for h in SITES}
+    recap, _ = fab.playbook("rotate_certificates")
+    assert no_failures(recap), recap
+    reloads = {}
+    for h in SITES:
+        assert fab.sh(h, "sha256sum /etc/clusterlink/tls/gateway.crt").split()[0] != before[h]
+        line = fab.sh(
+            h,
+            f"journalctl -u {UNIT} -o short-unix --no-pager --grep 'configuration reloaded' "
+            "| tail -1",
+        )
+        reloads[h] = float(line.split()[0])
+    fab.wait("the transfer to finish", lambda: fab.sh("a", "cat /root/dl.end", check=False), 180)
+    start, end = (float(fab.sh("a", f"cat /root/dl.{x}")) for x in ("start", "end"))
+    # The transfer was running while both of its gateways (a and b) reloaded.
+    assert start < reloads["a"] < end and start < reloads["b"] < end, (start, reloads, end)
+    assert fab.sh("a", "cat /root/dl.rc").strip() == "0"
+    assert fab.sh("a", "sha256sum /root/big.bin").split()[0] == want
+    print(f"\nrotation: transfer {end - start:.0f}s, reloads at +{reloads['a'] - start:.0f}s (a) "
+          f"and +{reloads['b'] - start:.0f}s (b), file intact")  # fmt: skip
+    assert fab.get("a", 9000) == "b"  # new connections with the new certificates
+
+
+# ----- rolling upgrade with a client loop ------------------------------------------------------
+def test_upgrade_rolls_through_hosts(fab):
+    src = fab.workdir / "gateway" / "src" / "clusterlink_gateway" / "__init__.py"
+    src.write_text(src.read_text() + f"\n# upgrade marker {secrets.token_hex(4)}\n")
+    releases = {h: fab.sh(h, "readlink /opt/clusterlink/current").strip() for h in SITES}
+    loop = (
+        "import socket,time\n"
+        "ok=fail=0; end=time.time()+600\n"
+        "while time.time()<end:\n"
+        "    try:\n"
+        "        s=socket.create_connection(('127.0.0.1',9000),timeout=3)\n"
+        "        s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); d=b''\n"
+        "        while (c:=s.recv(65536)): d+=c\n"
+        "        ok+=d.endswith(b'b\\n'); fail+= not d.endswith(b'b\\n')\n"
+        "    except Exception: fail+=1\n"
+        "    open('/root/loop.txt','w').write(f'{ok} {fail}\\n'); time.sleep(0.1)\n"
+    )
+    fab.lab.run("a", "cat > /root/loop.py", input=loop, timeout=30)
+    fab.sh("a", "rm -f /root/loop.txt; systemd-run -q --unit=loop python3 /root/loop.py")
+    time.sleep(3)
+    t0 = time.monotonic()
+    recap, _ = fab.playbook("upgrade")
+    took = time.monotonic() - t0
+    time.sleep(2)
+    fab.sh("a", "systemctl stop loop")
+    ok, fail = map(int, fab.sh("a", "cat /root/loop.txt").split())
+    print(f"\nupgrade.yml: {took:.0f}s; client loop through a->b: {ok} ok, {fail} failed")
+    assert no_failures(recap), recap
+    for h in SITES:
+        assert fab.sh(h, "readlink /opt/clusterlink/current").strip() != releases[h], h
+    assert ok > 0
+    # One gateway per site: a restart of a or b resets the loop's open connections briefly.
+    assert fail <= 0.2 * (ok + fail), (ok, fail)
+
+
+# ----- inventory changes -------------------------------------------------------------------
+def test_import_removed_from_inventory_is_gone(fab):
+    fab.host_vars["a"]["clusterlink_imports"] = [i for i in A_IMPORTS if i["name"] != "conn"]
+    recap, _ = fab.playbook("site")
+    assert recap["a"]["changed"] > 0, recap
+    assert not re.search(r"^conn\b", fab.gwctl("a", "get imports"), re.MULTILINE)
+    got = fab.get("a", 9000)
+    assert got.startswith("ERR 7"), got  # connection refused: nothing listens any more
+
+
+def test_new_site_extends_the_mesh(fab):
+    fab.members = LAB_HOSTS
+    recap, _ = fab.playbook("site")
+    assert no_failures(recap) and recap["d"]["changed"] > 0, recap
+    for h in ("b", "c"):
+        assert "d" in fab.peers(h), h
+    fab.wait(
+        "d reaches a, b, c",
+        lambda: fab.reachable("d") == dict.fromkeys(SITES, True),
+        60,
+    )
+
+
+def test_uninstall_leaves_no_trace(fab):
+    for h in SITES:
+        fab.sh(h, "systemctl stop web-8080", check=False)
+    recap, _ = fab.playbook("uninstall")
+    assert no_failures(recap), recap
+    for host in LAB_HOSTS:
+        assert fab.lab.run(host, "getent passwd clusterlink").returncode != 0
+        assert fab.lab.run(host, "getent group clusterlink").returncode != 0
+        left = fab.sh(
+            host,
+            "ls -d /opt/clusterlink /etc/clusterlink /var/lib/clusterlink /run/clusterlink "
+            "/etc/systemd/system/clusterlink* 2>/dev/null",
+            check=False,
+        )
+        assert left.strip() == "", (host, left)
+        listening = fab.sh(host, "ss -Htln")
+        assert not re.search(r":(443|900\d)\s", listening), (host, listening)
