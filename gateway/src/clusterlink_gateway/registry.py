@@ -130,11 +130,8 @@ class Registry:
         provider = self.status_providers.get(entry.kind.plural, self._default_status)
         return {"kind": entry.kind.kind, **entry.document(), "status": provider(entry)}
 
-    def _default_status(self, entry: Entry) -> dict[str, Any]:
-        if isinstance(entry.obj, Import):
-            port = self.effective_port(entry)
-            bind = self.effective_bind(entry)
-            return {"listen": f"{bind}:{port}", "port": port, "listening": False, "error": None}
+    @staticmethod
+    def _default_status(entry: Entry) -> dict[str, Any]:
         return entry.kind.status_model().model_dump()
 
     def effective_port(self, entry: Entry) -> int:

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Heartbeat
@@ -75,12 +74,10 @@ class PeerMonitor:
         name: str,
         pool: PeerPool,
         timings: Heartbeat,
-        on_change: Callable[[str, bool | None], None] | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
         self.timings = timings
-        self.on_change = on_change
         self.health = PeerHealth(Reachability(timings.failures_down, timings.successes_up))
         self._task: asyncio.Task[None] | None = None
 
@@ -126,8 +123,6 @@ class PeerMonitor:
                         "error": self.health.error,
                     },
                 )
-                if self.on_change is not None:
-                    self.on_change(self.name, state.reachable)
             await asyncio.sleep(
                 state.next_interval(self.timings.interval, self.timings.unreachable_interval)
             )
