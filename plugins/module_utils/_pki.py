@@ -60,6 +60,16 @@ def ensure_cryptography(module):
         )
 
 
+def run_module(module, run):
+    """Check the cryptography library, call run(module) and exit with its result or its PKIError."""
+    ensure_cryptography(module)
+    try:
+        result = run(module)
+    except PKIError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
 def parse_duration(value, option):
     """Parse '30d', '1w2d', '12h', '+90d' or a plain number of seconds into a timedelta."""
     text = str(value).strip()

@@ -28,18 +28,7 @@ extends_documentation_fragment:
   - clusterlink.fabric.gateway_api
   - clusterlink.fabric.attributes
   - clusterlink.fabric.attributes.actiongroup_gateway
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The gateway validates values when the object is written, so check mode does not
-        detect values it would reject (for example a label key or a CIDR that is not valid).
-  diff_mode:
-    support: full
-    details:
-      - The diff shows name, labels and spec before and after.
-  idempotent:
-    support: full
+  - clusterlink.fabric.resource
 options:
   name:
     description:
@@ -47,12 +36,6 @@ options:
         characters).
     type: str
     required: true
-  labels:
-    description:
-      - Labels of the policy object itself (informational).
-      - Values are strings; numbers and booleans are turned into strings.
-    type: dict
-    default: {}
   action:
     description:
       - Whether matching connections are allowed or denied. Required when O(state=present).
@@ -136,12 +119,6 @@ options:
             description: Values for V(In) and V(NotIn).
             type: list
             elements: str
-  state:
-    description:
-      - Whether the policy should exist.
-    type: str
-    choices: [present, absent]
-    default: present
 seealso:
   - module: clusterlink.fabric.exported_service
   - module: clusterlink.fabric.imported_service

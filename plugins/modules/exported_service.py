@@ -23,18 +23,7 @@ extends_documentation_fragment:
   - clusterlink.fabric.gateway_api
   - clusterlink.fabric.attributes
   - clusterlink.fabric.attributes.actiongroup_gateway
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The gateway validates values when the object is written, so check mode does not
-        detect values it would reject (for example a port out of range).
-  diff_mode:
-    support: full
-    details:
-      - The diff shows name, labels and spec before and after.
-  idempotent:
-    support: full
+  - clusterlink.fabric.resource
 options:
   name:
     description:
@@ -42,13 +31,6 @@ options:
       - A DNS label (lowercase letters, digits and V(-), at most 63 characters).
     type: str
     required: true
-  labels:
-    description:
-      - Labels of the export, used by access policies (C(export.clusterlink.net/labels.<key>)).
-      - Values are strings; numbers and booleans are turned into strings.
-      - The labels on the gateway are replaced by exactly these.
-    type: dict
-    default: {}
   host:
     description:
       - IP address or DNS name of the service, as the gateway reaches it.
@@ -65,12 +47,6 @@ options:
     type: list
     elements: str
     default: []
-  state:
-    description:
-      - Whether the export should exist.
-    type: str
-    choices: [present, absent]
-    default: present
 seealso:
   - module: clusterlink.fabric.imported_service
   - module: clusterlink.fabric.access_policy

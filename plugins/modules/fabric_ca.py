@@ -226,7 +226,6 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     certificate_facts,
     certificate_pem,
     check_valid_days,
-    ensure_cryptography,
     file_args,
     generate_key,
     load_certificate,
@@ -235,6 +234,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     private_key_pem,
     read_bytes,
     regenerate_decision,
+    run_module,
     utcnow,
     write_bytes,
 )
@@ -340,12 +340,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
-    ensure_cryptography(module)
-    try:
-        result = run(module)
-    except PKIError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -178,7 +178,6 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     certificate_pem,
     check_peer_name,
     check_valid_days,
-    ensure_cryptography,
     leaf_reasons,
     load_certificate,
     load_csr,
@@ -186,6 +185,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     parse_duration,
     read_bytes,
     regenerate_decision,
+    run_module,
     utcnow,
 )
 
@@ -261,12 +261,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    ensure_cryptography(module)
-    try:
-        result = run(module)
-    except PKIError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,6 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     apply_file_args,
     build_csr,
     check_peer_name,
-    ensure_cryptography,
     file_args,
     generate_key,
     is_p256,
@@ -146,6 +145,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     public_key_fingerprint,
     read_bytes,
     regenerate_decision,
+    run_module,
     write_bytes,
 )
 
@@ -203,12 +203,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
-    ensure_cryptography(module)
-    try:
-        result = run(module)
-    except PKIError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,7 @@ extends_documentation_fragment:
   - clusterlink.fabric.gateway_api
   - clusterlink.fabric.attributes
   - clusterlink.fabric.attributes.actiongroup_gateway
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The gateway validates values when the object is written, so check mode does not
-        detect values it would reject (for example a port out of range).
-  diff_mode:
-    support: full
-    details:
-      - The diff shows name, labels and spec before and after.
-  idempotent:
-    support: full
+  - clusterlink.fabric.resource
 options:
   name:
     description:
@@ -45,13 +34,6 @@ options:
       - Sources without O(sources[].export) import the export of this name.
     type: str
     required: true
-  labels:
-    description:
-      - Labels of the import.
-      - Values are strings; numbers and booleans are turned into strings.
-      - The labels on the gateway are replaced by exactly these.
-    type: dict
-    default: {}
   port:
     description:
       - Local listening port (1-65535), or V(0) to let the gateway allocate one from its
@@ -85,12 +67,6 @@ options:
     type: str
     choices: [round-robin, random, static]
     default: round-robin
-  state:
-    description:
-      - Whether the import should exist.
-    type: str
-    choices: [present, absent]
-    default: present
 seealso:
   - module: clusterlink.fabric.exported_service
   - module: clusterlink.fabric.peer
