@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import stat
 
 import pytest
@@ -221,6 +223,20 @@ def test_put_name_mismatch_and_name_from_url(gateway: GatewayProcess) -> None:
     assert resp.status == 422 and resp.body["field"] == "name"
     body = {"spec": {"gateways": [{"host": "10.1.1.1", "port": 443}]}}
     assert c.replace("peers", "cl1", body)["spec"]["gateways"][0]["host"] == "10.1.1.1"
+
+
+def test_offers_of_a_silent_peer_is_502_with_a_reason(gateway: GatewayProcess) -> None:
+    c = gateway.client
+    silent = socket.create_server(("127.0.0.1", 0))  # completes TCP handshakes, never speaks TLS
+    port = silent.getsockname()[1]
+    c.create("peers", {"name": "gone", "spec": {"gateways": [{"host": "127.0.0.1", "port": port}]}})
+    with silent:
+        resp = c.raw("GET", "/v1/peers/gone/offers", None)
+    assert resp.status == 502, resp.body
+    message = resp.body["message"]
+    assert message.startswith("peer 'gone' did not answer: "), message
+    assert not re.search(r": ($|\))", message), f"a reason is empty: {message}"
+    assert c.raw("GET", "/v1/peers/other/offers", None).status == 404
 
 
 def test_import_port_allocation_is_kept(gateway: GatewayProcess) -> None:

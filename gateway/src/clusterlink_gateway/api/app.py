@@ -135,7 +135,9 @@ async def offers(request: web.Request) -> web.Response:
     try:
         items = await request.app[OFFERS](name)
     except (OSError, TimeoutError, ValueError) as exc:
-        return error_response(502, f"peer {name!r} did not answer: {exc or type(exc).__name__}")
+        return error_response(
+            502, f"peer {name!r} did not answer: {str(exc) or type(exc).__name__}"
+        )
     return web.json_response(items)
 
 

@@ -864,7 +864,9 @@ async def dial(
     except (ssl.SSLError, OSError) as exc:
         if isinstance(exc, ConnectionError):
             raise
-        raise ConnectionError(f"{peer_name} at {host}:{port}: {exc}") from None
+        raise ConnectionError(
+            f"{peer_name} at {host}:{port}: {str(exc) or type(exc).__name__}"
+        ) from None
     if not link.usable:
         raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")
     link.endpoint = (host, port)
