@@ -527,8 +527,14 @@ class H2Core:
     def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
         self.limits = lim = limits or Limits()
         self.client_side = client_side
+        # Outbound headers are built and checked here (``_encode_headers``); h2's own outbound
+        # normalisation and validation walk them again, several generators per header.
         config = h2.config.H2Configuration(
-            client_side=client_side, header_encoding=None, validate_inbound_headers=True
+            client_side=client_side,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = conn = _Connection(config)
         conn.local_settings = h2.settings.Settings(
