@@ -117,10 +117,10 @@ class IngressHandler:
             return
         loop = asyncio.get_running_loop()
         try:
-            _, relay = await asyncio.wait_for(
-                loop.create_connection(TcpRelay, export.spec.host, export.spec.port),
-                self.dial_timeout,
-            )
+            async with asyncio.timeout(self.dial_timeout):  # no extra task, unlike wait_for
+                _, relay = await loop.create_connection(
+                    TcpRelay, export.spec.host, export.spec.port
+                )
         except (OSError, TimeoutError) as exc:
             target = f"{export.spec.host}:{export.spec.port}"
             reason = f"export {export_name!r} at {target} unreachable: {exc or 'timeout'}"
