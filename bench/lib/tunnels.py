@@ -251,12 +251,23 @@ class GatewayPair(Tunnel):
                 {"name": imp, "spec": {"port": port, "sources": [{"peer": "gw-b", "export": imp}]}},
             )
         wait_listening(ctx.procs, [self.port, probe_port], self.procs)
+        self._wait_workers_listening()
         self._probe(probe_port)
         self.info = {
             "workers_requested": self.workers,
             "processes": {p.pid: len(descendants(p.pid)) for p in self.procs},
             "import_listeners": listeners(self.port),
         }
+
+    def _wait_workers_listening(self, timeout: float = 10.0) -> None:
+        """Workers bind an import's port shortly after the main process: wait for all of them
+        (the count is reported as it is when the time runs out)."""
+        deadline = time.monotonic() + timeout
+        while self.workers > 1 and listeners(self.port) < self.workers:
+            if time.monotonic() > deadline:
+                return
+            self.check_alive()
+            time.sleep(0.05)
 
     def _probe(self, port: int, timeout: float = 30.0) -> None:
         """Wait until a connection through the pair reaches the hold sink."""

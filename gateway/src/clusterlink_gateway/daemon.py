@@ -21,6 +21,7 @@ from aiohttp import web
 from .api.app import build_app
 from .config import Config, ConfigError, admin_tls_context, check_runtime, load_config
 from .dataplane import DataPlane
+from .dataplane.workers import WorkerPool
 from .logs import setup_logging
 from .peering import TLSError
 from .registry import Registry
@@ -54,6 +55,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._admin_ssl: ssl.SSLContext | None = None
         self.dataplane: DataPlane | None = None
+        self.workers: WorkerPool | None = None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -88,6 +90,10 @@ class Daemon:
             ) from None
         await self.registry.load()
         await self._start_admin()
+        if self.config.workers > 1:
+            self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
+            self.registry.observers.append(self.workers.on_change)
+            await self.workers.start()
         self.info["ready"] = True
         log.info(
             "gateway started",
@@ -114,6 +120,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.workers is not None:
+            await self.workers.stop()
         if self.dataplane is not None:
             await self.dataplane.stop()
         with suppress(FileNotFoundError):
@@ -144,6 +152,8 @@ class Daemon:
         ]
         setup_logging(new.log.level, new.log.format)
         self.info["labels"] = dict(new.labels)
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)
         if self._admin_ssl is not None and new.admin.tcp is not None:
             self._admin_ssl.load_cert_chain(new.admin.tcp.cert, new.admin.tcp.key)
         if self.dataplane is not None:

@@ -7,7 +7,12 @@ import logging
 import sys
 import time
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_ENCODER = json.JSONEncoder(default=str)  # json.dumps(default=...) builds a new one per call
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
@@ -15,10 +20,23 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, then the record's ``extra`` fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._prefix = ""
+
+    def _ts(self, created: float, msecs: float) -> str:
+        second = int(created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int(msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._ts(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -26,7 +44,7 @@ class JSONFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -51,3 +69,9 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access", "hpack", "h2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Neither formatter prints the caller, thread or process: do not collect them per record
+    # (the logging HOWTO's "Optimization" section; the caller lookup walks the stack).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -16,6 +16,26 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class _Cached:
+    """A labelled metric whose children are cached by label values.
+
+    ``prometheus_client``'s ``labels()`` checks and converts the values and takes a lock on
+    every call; the connection path asks for the same few children over and over.
+    """
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 class Metrics:
     """All metric families of a gateway, in their own registry."""
 
@@ -23,8 +43,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
 
-        def counter(name: str, doc: str, labels: list[str]) -> Counter:
-            return Counter(f"clusterlink_{name}", doc, labels, registry=r)
+        def counter(name: str, doc: str, labels: list[str]) -> _Cached:
+            return _Cached(Counter(f"clusterlink_{name}", doc, labels, registry=r))
 
         imp, exp = ["import_name"], ["export", "peer"]
         self.import_connections = counter(
@@ -55,12 +75,14 @@ class Metrics:
             "Access-policy decisions by side, action and deciding policy",
             ["side", "action", "policy"],
         )
-        self.connect_latency = Histogram(
-            "clusterlink_peer_connect_seconds",
-            "Time from sending CONNECT to a peer until its answer",
-            ["peer"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r,
+        self.connect_latency = _Cached(
+            Histogram(
+                "clusterlink_peer_connect_seconds",
+                "Time from sending CONNECT to a peer until its answer",
+                ["peer"],
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                registry=r,
+            )
         )
         self.connect_errors = counter(
             "peer_connect_errors", "CONNECTs to a peer that failed, by reason", ["peer", "reason"]

@@ -103,6 +103,30 @@ class Registry:
             self.objects[row.kind][row.name] = entry
             await self._notify(entry.kind, entry.name, None, entry)
 
+    async def sync(self) -> None:
+        """Catch up with the store, which another process writes (a data-plane worker's view):
+        changed, new and removed objects are applied and handed to the observers."""
+        rows = await self.store.load()
+        order = list(KINDS)
+        rows.sort(key=lambda r: (order.index(r.kind) if r.kind in KINDS else len(order), r.name))
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            seen.add((row.kind, row.name))
+            old = self.objects.get(row.kind, {}).get(row.name)
+            if old is not None and row.body == old.stored():
+                continue
+            try:
+                entry = self._entry_from_row(row.kind, row.name, row.body)
+            except RegistryError as exc:
+                self.invalid[(row.kind, row.name)] = exc.message
+                continue
+            self.objects[row.kind][row.name] = entry
+            await self._notify(entry.kind, entry.name, old, entry)
+        for plural in reversed(order):
+            for name in [n for n in self.objects[plural] if (plural, n) not in seen]:
+                old = self.objects[plural].pop(name)
+                await self._notify(old.kind, name, old, None)
+
     def _entry_from_row(self, plural: str, name: str, body: Any) -> Entry:
         kind = KINDS.get(plural)
         if kind is None:

@@ -157,3 +157,50 @@ def test_concurrent_connections_then_churn(fabric: Fabric) -> None:
         assert status["ready"] and fabric.client("cl0").status()["ready"]
     finally:
         sink.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_new_connection_cost_does_not_grow_with_open_connections(fabric: Fabric) -> None:
+    """Opening a stream used to walk every stream of the link (h2's open-stream count): the CPU
+    per new connection grew with the connections held open. This measures it at 0-3,000 held
+    and prints the figures; it asserts only that every connection worked (no timing asserts)."""
+    held_steps, batch = (0, 1000, 2000, 3000), 300
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * held_steps[-1] + 1000
+    if hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    sink = HoldSink()
+    held: list[socket.socket] = []
+    try:
+        fabric.start("cl0")
+        fabric.start("cl1")
+        fabric.client("cl0").create("exports", {"name": "sink", "spec": {"port": sink.port}})
+        fabric.allow_all("cl0", "cl1")
+        fabric.add_peer("cl1", "cl0")
+        fabric.client("cl1").create(
+            "imports", {"name": "sink", "spec": {"sources": [{"peer": "cl0"}]}}
+        )
+        port = fabric.import_port("cl1", "sink")
+        pids = [fabric[n].proc.pid for n in ("cl0", "cl1")]
+        ms_per_conn: dict[int, float] = {}
+        for target in held_steps:
+            while len(held) < target:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                held.append(sock)
+                assert sock.recv(1) == b"!"
+            before = sum(cpu_seconds(p) for p in pids)
+            for _ in range(batch):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    assert sock.recv(1) == b"!"
+            ms_per_conn[target] = (sum(cpu_seconds(p) for p in pids) - before) * 1000 / batch
+        print(f"\npair CPU-ms per new connection by connections held open: {ms_per_conn}")
+    finally:
+        for sock in held:
+            sock.close()
+        sink.close()

@@ -563,3 +563,93 @@ def test_h2_events_are_still_what_the_core_expects() -> None:
     assert isinstance(getattr(conn, "_frame_dispatch_table", None), dict)
     assert hasattr(conn, "state_machine")
     assert h2.events.StreamReset(stream_id=1).remote_reset is True
+
+
+# -- open-stream counts (kept up to date instead of h2's walk over all streams) -------------
+
+
+def scanned(conn: h2.connection.H2Connection, parity: int) -> int:
+    """What h2's own walk counts, without its side effect of dropping closed streams."""
+    return sum(1 for sid, s in conn.streams.items() if s.open and sid % 2 == parity)
+
+
+def check(core: H2Core) -> None:
+    conn = core._h2
+    out_parity = int(conn.config.client_side)
+    want_out, want_in = scanned(conn, out_parity), scanned(conn, 1 - out_parity)
+    closed = {sid for sid, s in conn.streams.items() if s.closed}
+    assert conn.open_outbound_streams == want_out
+    assert conn.open_inbound_streams == want_in
+    # Like h2's walk, counting drops the closed streams and remembers how they closed.
+    assert not closed & conn.streams.keys()
+    assert closed <= conn._closed_streams.keys()
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["open", "open_end", "respond", "c_end", "s_end", "c_reset", "s_reset"]),
+        st.integers(min_value=0, max_value=30),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_open_stream_counts_equal_h2s_walk_over_any_open_close_sequence(
+    ops: list[tuple[str, int]],
+) -> None:
+    p = Pair()
+    sids: list[int] = []
+    responded: set[int] = set()
+    for op, pick in ops:
+        if op.startswith("open"):
+            if not p.c.can_open:
+                continue
+            sids.append(p.c.open_stream("CONNECT", "cl1:443", end_stream=op == "open_end"))
+        elif sids:
+            sid = sids[pick % len(sids)]
+            try:
+                if op == "respond" and sid not in responded:
+                    p.s.send_response(sid, 200)
+                    responded.add(sid)
+                elif op == "c_end":
+                    p.c.end_stream(sid)
+                elif op == "s_end" and sid in responded:
+                    p.s.end_stream(sid)
+                elif op == "c_reset":
+                    p.c.reset_stream(sid)
+                elif op == "s_reset":
+                    p.s.reset_stream(sid)
+            except (StreamGone, h2.exceptions.ProtocolError):
+                pass
+        if pick % 3 == 0:
+            p.pump()
+        check(p.c)
+        check(p.s)
+    p.pump()
+    check(p.c)
+    check(p.s)
+
+
+class _NoWalk(dict):  # type: ignore[type-arg]
+    def items(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("h2 walked all streams to count the open ones")
+
+    def values(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("h2 walked all streams to count the open ones")
+
+
+def test_opening_a_stream_does_not_walk_the_streams_already_open() -> None:
+    p = Pair()
+    for _ in range(50):
+        p.c.open_stream("CONNECT", "cl1:443")
+    p.pump()
+    assert sum(isinstance(e, RequestReceived) for e in p.take("s")) == 50
+    p.c._h2.streams = _NoWalk(p.c._h2.streams)
+    p.s._h2.streams = _NoWalk(p.s._h2.streams)
+    sid = p.c.open_stream("CONNECT", "cl1:443")  # counts outbound streams at the client
+    p.pump()  # ... and inbound ones at the server
+    assert [e.stream_id for e in p.take("s") if isinstance(e, RequestReceived)] == [sid]
+    assert p.c._h2.open_outbound_streams == 51
+    assert p.s._h2.open_inbound_streams == 51

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ from typing import Any
 from ..metrics import Metrics
 from ..model.objects import Import
 from ..peering import TcpRelay
-from ..policy.attributes import destination_attributes, source_attributes
+from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from ..routing.loadbalancer import LoadBalancer
@@ -216,7 +215,7 @@ class ImportManager:
         obj = entry.obj
         assert isinstance(obj, Import)
         client_ip = relay.peername[0] if relay.peername else None
-        ip = ipaddress.ip_address(client_ip) if client_ip else None
+        ip = parse_client_ip(client_ip) if client_ip else None
         sources = obj.spec.sources
         src_attrs = source_attributes(self.local["peer_name"], self.local["labels"], client_ip)
         tried: list[dict[str, Any]] = []

@@ -9,7 +9,6 @@ labels from our own Peer object of that name -- never from what it sends.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from typing import Any
 from ..metrics import Metrics
 from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
-from ..policy.attributes import destination_attributes, source_attributes
+from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
 
@@ -100,7 +99,7 @@ class IngressHandler:
             destination_attributes(
                 self.local["peer_name"], self.local["labels"], export_name, export.labels
             ),
-            ipaddress.ip_address(client_ip) if client_ip else None,
+            parse_client_ip(client_ip) if client_ip else None,
         )
         m = self.metrics
         m.decisions.labels("ingress", decision.action, decision.policy or "<default deny>").inc()
@@ -118,10 +117,10 @@ class IngressHandler:
             return
         loop = asyncio.get_running_loop()
         try:
-            _, relay = await asyncio.wait_for(
-                loop.create_connection(TcpRelay, export.spec.host, export.spec.port),
-                self.dial_timeout,
-            )
+            async with asyncio.timeout(self.dial_timeout):  # no extra task, unlike wait_for
+                _, relay = await loop.create_connection(
+                    TcpRelay, export.spec.host, export.spec.port
+                )
         except (OSError, TimeoutError) as exc:
             target = f"{export.spec.host}:{export.spec.port}"
             reason = f"export {export_name!r} at {target} unreachable: {exc or 'timeout'}"
@@ -178,6 +177,6 @@ def _client_ip(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        return str(parse_client_ip(value))
     except ValueError:
         return None

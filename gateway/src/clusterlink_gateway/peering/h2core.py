@@ -26,6 +26,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from hyperframe.frame import DataFrame
 
 # HTTP/2 error codes (RFC 9113 section 7) used here.
@@ -160,6 +161,43 @@ class _QuietDataFrame(DataFrame):
         return f"DataFrame(stream_id={self.stream_id}, len={len(self.data)})"
 
 
+_STREAM_OPEN = getattr(h2.stream, "STREAM_OPEN", None)
+_CLOSED = h2.stream.StreamState.CLOSED
+
+
+class _StreamTally:
+    """Open streams per stream-id parity, and the streams that closed since the last count."""
+
+    __slots__ = ("closed", "open")
+
+    def __init__(self) -> None:
+        self.open = [0, 0]
+        self.closed: list[int] = []
+
+    def moved(
+        self, stream_id: int, before: h2.stream.StreamState, after: h2.stream.StreamState
+    ) -> None:
+        delta = _STREAM_OPEN[after] - _STREAM_OPEN[before]  # type: ignore[index]
+        if delta:
+            self.open[stream_id & 1] += delta
+        if after is _CLOSED:
+            self.closed.append(stream_id)
+
+
+class _CountingStateMachine(h2.stream.H2StreamStateMachine):
+    """h2's stream state machine, reporting each state change to its connection's tally."""
+
+    tally: _StreamTally
+
+    def process_input(self, input_):  # type: ignore[no-untyped-def]
+        before = self.state
+        try:
+            return super().process_input(input_)
+        finally:
+            if self.state is not before:
+                self.tally.moved(self.stream_id, before, self.state)
+
+
 class _Connection(h2.connection.H2Connection):
     """h2's connection, with two shortcuts for DATA (each checked to exist in this h2 version):
 
@@ -172,6 +210,10 @@ class _Connection(h2.connection.H2Connection):
 
     h2 drops its output buffer when a GOAWAY arrives; here that is left to the core, which
     lets the streams the peer accepted finish.
+
+    h2 counts open streams (for every HEADERS that opens one, sent or received) by walking all
+    streams; here the counts are kept up to date as streams change state, and the closed
+    streams h2's walk would drop are dropped from the list of those that closed since.
     """
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
@@ -188,6 +230,35 @@ class _Connection(h2.connection.H2Connection):
             getattr(super(), "_prepare_for_sending", None)
         )
         self._chunks: list[bytes | memoryview] = []
+        self._tally = _StreamTally()
+        self._counting = (
+            _STREAM_OPEN is not None
+            and isinstance(getattr(self, "_closed_streams", None), dict)
+            and callable(getattr(super(), "_open_streams", None))
+            and callable(getattr(super(), "_begin_new_stream", None))
+        )
+
+    def _begin_new_stream(self, stream_id, allowed_ids):  # type: ignore[no-untyped-def]
+        stream = super()._begin_new_stream(stream_id, allowed_ids)  # type: ignore[misc]
+        if self._counting:
+            machine = stream.state_machine
+            machine.__class__ = _CountingStateMachine
+            machine.tally = self._tally
+        return stream
+
+    def _open_streams(self, remainder: int) -> int:
+        if not self._counting:
+            return super()._open_streams(remainder)  # type: ignore[misc,no-any-return]
+        tally = self._tally
+        if tally.closed:
+            streams, gone = self.streams, self._closed_streams
+            for sid in tally.closed:
+                stream = streams.get(sid)
+                if stream is not None and stream.closed:
+                    del streams[sid]
+                    gone[sid] = stream.closed_by
+            tally.closed.clear()
+        return tally.open[remainder]
 
     def _prepare_for_sending(self, frames):  # type: ignore[no-untyped-def]
         if self._fast_send and len(frames) == 1:
@@ -456,8 +527,14 @@ class H2Core:
     def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
         self.limits = lim = limits or Limits()
         self.client_side = client_side
+        # Outbound headers are built and checked here (``_encode_headers``); h2's own outbound
+        # normalisation and validation walk them again, several generators per header.
         config = h2.config.H2Configuration(
-            client_side=client_side, header_encoding=None, validate_inbound_headers=True
+            client_side=client_side,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = conn = _Connection(config)
         conn.local_settings = h2.settings.Settings(

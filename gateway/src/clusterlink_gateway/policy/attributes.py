@@ -23,6 +23,7 @@ form attribute keys that a selector (Kubernetes qualified name) can name.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 
@@ -49,7 +50,17 @@ def parse_client_ip(value: str | IPAddress | None) -> IPAddress | None:
     """Parse a client address; IPv4-mapped IPv6 becomes IPv4. ValueError if malformed."""
     if value is None:
         return None
-    ip = value if isinstance(value, IPAddress) else ipaddress.ip_address(value)
+    if isinstance(value, str):
+        return _parse_ip(value)  # clients come back: parsed once per address
+    return _normalise(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(value: str) -> IPAddress:
+    return _normalise(ipaddress.ip_address(value))
+
+
+def _normalise(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip

@@ -43,8 +43,9 @@ class Row:
 class Store:
     """Key-value store of JSON documents keyed by (kind, name)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly  # a data-plane worker's view of the main process's store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
 
@@ -52,6 +53,13 @@ class Store:
         await self._run(self._open)
 
     def _open(self) -> None:
+        if self.readonly:
+            db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA busy_timeout=5000")
+            self._db = db
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         old_umask = os.umask(0o077)
         try:
