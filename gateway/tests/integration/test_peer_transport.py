@@ -623,6 +623,15 @@ async def test_non_tls_clients_are_closed(fabric: Fabric, payload: bytes) -> Non
     assert await roundtrip(imp.port, b"still fine") == b"still fine"
 
 
+async def test_hanging_up_mid_handshake_is_counted_as_closed(fabric: Fabric) -> None:
+    _, writer = await asyncio.open_connection(LOCAL, fabric.exporter.port)
+    writer.write(b"\x16\x03\x01")  # the start of a ClientHello, then hang up
+    await writer.drain()
+    writer.close()
+    assert await fabric.refused(1) == ["closed"]
+    assert (await fabric.pool.request("GET", "/healthz", timeout=T)).status == 200
+
+
 async def test_slowloris_is_closed_by_the_handshake_timeout(fabric: Fabric) -> None:
     got, elapsed = await raw_attempt(fabric.exporter.port, b"\x16\x03\x01")  # then silence
     assert got == b""
