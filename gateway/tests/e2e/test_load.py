@@ -9,10 +9,11 @@ writes the measured figures as JSON.
 
 Memory bound: the churn runs in ten equal segments and RSS is sampled after each; the growth
 from the end of the first (warm) segment to the end must stay below CHURN_RSS_GROWTH_KIB. The
-h2 library remembers up to 65,536 closed streams per link (about 75 bytes each), so RSS rises
-by up to ~5 MiB per link before it levels off; two links per peer make ~10 MiB of expected,
-bounded growth. Over the full run (~150,000 connections on this machine) the bound then
-catches a leak of ~40 bytes per connection; over CI's run, one of a few KiB.
+h2 library remembers up to 65,536 closed streams per link (~89 bytes each), so RSS rises by
+up to ~5.6 MiB per link before that levels off; two links per peer make ~11 MiB of expected,
+bounded growth. Over the full run (~200,000 connections on this machine) the bound then
+catches a leak of ~25 bytes per connection; over CI's run, one of a few KiB. The full run of
+2026-11-21 exceeded it (docs/load.md).
 """
 
 from __future__ import annotations
