@@ -87,6 +87,16 @@ class Metrics:
         self.connect_errors = counter(
             "peer_connect_errors", "CONNECTs to a peer that failed, by reason", ["peer", "reason"]
         )
+        self.handshake_failures = counter(
+            "peer_handshake_failures",
+            "Connections refused on the peer port before a link was up, by reason class",
+            ["reason"],
+        )
+        self.ingress_refused = counter(
+            "peer_requests_refused",
+            "Requests from peers refused on the peer port, by calling peer and reason",
+            ["peer", "reason"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import resource
 import shutil
@@ -71,6 +72,15 @@ class Fabric:
     pool: PeerPool
     echo: asyncio.Server
     importers: list[Importer]
+    refusals: list[str]  # reasons the exporter's peer port reported
+
+    async def refused(self, count: int) -> list[str]:
+        """The refusal reasons once ``count`` were reported (they may trail the client)."""
+        for _ in range(int(T / 0.01)):
+            if len(self.refusals) >= count:
+                break
+            await asyncio.sleep(0.01)
+        return self.refusals
 
     async def importer(self, export: str = "echo", pool: PeerPool | None = None) -> Importer:
         imp = await Importer(pool or self.pool, export, connect_timeout=T).start()
@@ -85,9 +95,12 @@ async def _fabric(tmp_path: Path, **server_kwargs: object) -> AsyncIterator[Fabr
     ca = TestCA(tmp_path / "pki")
     server_tls, client_tls = tls_for(ca, "cl1"), tls_for(ca, "cl0")
     echo = await start_echo()
-    exporter = await Exporter(server_tls, {"echo": port_of(echo)}).start(**server_kwargs)
+    refusals: list[str] = []
+    exporter = await Exporter(server_tls, {"echo": port_of(echo)}).start(
+        on_handshake_failure=refusals.append, **server_kwargs
+    )
     pool = PeerPool("cl1", [(LOCAL, exporter.port)], client_tls, connect_timeout=10)
-    fabric = Fabric(ca, server_tls, client_tls, exporter, pool, echo, [])
+    fabric = Fabric(ca, server_tls, client_tls, exporter, pool, echo, [], refusals)
     try:
         yield fabric
     finally:
@@ -499,11 +512,11 @@ def client_ctx(
     return ctx
 
 
-async def h2_attempt(port: int, ctx: ssl.SSLContext) -> str:
+async def h2_attempt(port: int, ctx: ssl.SSLContext, server_name: str | None = "cl1") -> str:
     """'answered' if the server speaks HTTP/2 back, else how it refused."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(LOCAL, port, ssl=ctx, server_hostname="cl1"), 5
+            asyncio.open_connection(LOCAL, port, ssl=ctx, server_hostname=server_name or ""), 5
         )
     except (ssl.SSLError, ConnectionError, OSError) as exc:
         return f"handshake failed: {exc}"
@@ -530,15 +543,40 @@ async def raw_attempt(port: int, payload: bytes) -> tuple[bytes, float]:
     return got, time.monotonic() - start
 
 
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "peer handshake refused"]
+
+
 @pytest.mark.parametrize(
-    "case",
-    ["valid", "no-client-cert", "other-ca", "expired", "alpn-http1", "no-alpn"],
+    ("case", "reason"),
+    [
+        ("valid", None),
+        ("no-client-cert", "no-certificate"),
+        ("other-ca", "unknown-ca"),
+        ("expired", "expired"),
+        ("alpn-http1", "no-alpn"),
+        ("no-alpn", "no-alpn"),
+        ("sni-other-peer", "bad-name"),
+        ("no-sni", "bad-name"),
+    ],
 )
-async def test_tls_refusals_during_handshake(fabric: Fabric, tmp_path: Path, case: str) -> None:
+async def test_tls_refusals_during_handshake(
+    fabric: Fabric,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    reason: str | None,
+) -> None:
+    caplog.set_level(logging.INFO, "clusterlink.peering")
     ca = fabric.ca
     good = ca.issue("cl0")
+    server_name: str | None = "cl1"
     if case == "valid":
         ctx = client_ctx(good.cert, good.key, ca.ca_path, ["h2"])
+    elif case in ("sni-other-peer", "no-sni"):
+        ctx = client_ctx(good.cert, good.key, ca.ca_path, ["h2"])
+        ctx.check_hostname = False  # the server must refuse it, not the client
+        server_name = "cl2" if case == "sni-other-peer" else None
     elif case == "no-client-cert":
         ctx = client_ctx(None, None, ca.ca_path, ["h2"])
     elif case == "other-ca":
@@ -551,11 +589,17 @@ async def test_tls_refusals_during_handshake(fabric: Fabric, tmp_path: Path, cas
         ctx = client_ctx(good.cert, good.key, ca.ca_path, ["http/1.1"])
     else:
         ctx = client_ctx(good.cert, good.key, ca.ca_path, None)
-    outcome = await h2_attempt(fabric.exporter.port, ctx)
+    outcome = await h2_attempt(fabric.exporter.port, ctx, server_name)
     if case == "valid":
         assert outcome == "answered"
+        await asyncio.sleep(0.2)
+        assert fabric.refusals == [] and refusal_lines(caplog) == []
     else:
         assert outcome != "answered", case
+        assert await fabric.refused(1) == [reason]
+        (line,) = refusal_lines(caplog)
+        assert line.reason == reason and line.client_address.startswith(f"{LOCAL}:")  # type: ignore[attr-defined]
+        assert "BEGIN" not in line.detail  # type: ignore[attr-defined]
     assert not [i for i in fabric.exporter.seen if i.peer != "cl0"]
     # A normal CONNECT still works afterwards.
     imp = await fabric.importer()
@@ -574,14 +618,25 @@ async def test_tls_refusals_during_handshake(fabric: Fabric, tmp_path: Path, cas
 async def test_non_tls_clients_are_closed(fabric: Fabric, payload: bytes) -> None:
     got, elapsed = await raw_attempt(fabric.exporter.port, payload)
     assert b"HTTP/" not in got and elapsed < T
+    assert await fabric.refused(1) == ["not-tls"]
     imp = await fabric.importer()
     assert await roundtrip(imp.port, b"still fine") == b"still fine"
+
+
+async def test_hanging_up_mid_handshake_is_counted_as_closed(fabric: Fabric) -> None:
+    _, writer = await asyncio.open_connection(LOCAL, fabric.exporter.port)
+    writer.write(b"\x16\x03\x01")  # the start of a ClientHello, then hang up
+    await writer.drain()
+    writer.close()
+    assert await fabric.refused(1) == ["closed"]
+    assert (await fabric.pool.request("GET", "/healthz", timeout=T)).status == 200
 
 
 async def test_slowloris_is_closed_by_the_handshake_timeout(fabric: Fabric) -> None:
     got, elapsed = await raw_attempt(fabric.exporter.port, b"\x16\x03\x01")  # then silence
     assert got == b""
     assert 0.3 < elapsed < 10  # handshake_timeout is 0.5 s in this fixture
+    assert await fabric.refused(1) == ["timeout"]
     assert (await fabric.pool.request("GET", "/healthz", timeout=T)).status == 200
 
 
@@ -592,6 +647,7 @@ async def test_server_name_must_match_the_certificate(fabric: Fabric) -> None:
         with pytest.raises(ConnectionError, match="certificate"):
             await impostor.request("GET", "/healthz", timeout=T)
         assert not impostor.connected
+        assert "bad-name" in await fabric.refused(1)  # the server refused SNI cl2 itself
     finally:
         await impostor.close()
     assert (await fabric.pool.request("GET", "/healthz", timeout=T)).status == 200

@@ -20,6 +20,7 @@ from ..peering import IncomingStream, TcpRelay
 from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
+from .request import RequestError, parse_connect
 
 log = logging.getLogger("clusterlink.ingress")
 audit = logging.getLogger("clusterlink.audit")
@@ -63,7 +64,8 @@ class IngressHandler:
                 {"content-type": "application/json"},
             )
         else:
-            await req.respond(404, _json(404, f"no such endpoint: {req.method} {req.path}"))
+            method, path = _short(req.method), _short(req.path or "")
+            self._refuse(req, 404, "not-found", f"no such endpoint: {method} {path}")
 
     def offers(self, caller: str) -> list[dict[str, Any]]:
         """Exports visible to ``caller``: those whose ``allowed_peers`` is empty or names it."""
@@ -75,25 +77,44 @@ class IngressHandler:
                 out.append({"name": entry.name, "labels": dict(entry.obj.labels)})
         return out
 
+    def _refuse(self, req: IncomingStream, status: int, reason: str, message: str) -> None:
+        """Answer a refusal (JSON reason) and count it by calling peer and reason class."""
+        self.metrics.ingress_refused.labels(req.peer, reason).inc()
+        req.answer(status, _json(status, message))
+
     async def _connect(self, req: IncomingStream) -> None:
         caller = req.peer
-        export_name = req.headers.get("x-clusterlink-export", "")
+        try:
+            request = parse_connect(req.method, req.authority, req.path, req.headers)
+        except RequestError as exc:
+            log.warning(
+                "connect refused",
+                extra={
+                    "peer": caller,
+                    "client_address": _address(req),
+                    "reason": exc.reason,
+                    "error": exc.message,
+                },
+            )
+            self._refuse(req, exc.status, exc.reason, exc.message)
+            return
+        export_name = request.export
         entry = self.registry.objects[EXPORTS.plural].get(export_name)
         if entry is None:
             log.info("connect for unknown export", extra={"peer": caller, "export": export_name})
-            await req.respond(404, _json(404, f"export {export_name!r} not found"))
+            self._refuse(req, 404, "unknown-export", f"export {export_name!r} not found")
             return
         export = entry.obj
         assert isinstance(export, Export)
         if export.spec.allowed_peers and caller not in export.spec.allowed_peers:
-            log.info(
-                "connect refused by allowed_peers", extra={"peer": caller, "export": export_name}
+            log.warning(
+                "connect refused by allowed_peers",
+                extra={"peer": caller, "export": export_name, "client_address": _address(req)},
             )
-            await req.respond(
-                403, _json(403, f"peer {caller!r} is not in allowed_peers of {export_name!r}")
-            )
+            message = f"peer {caller!r} is not in allowed_peers of {export_name!r}"
+            self._refuse(req, 403, "not-allowed", message)
             return
-        client_ip = _client_ip(req.headers.get("x-clusterlink-client-ip"))
+        client_ip = request.client_ip
         decision = self.engine.decide(
             source_attributes(caller, self._caller_labels(caller), client_ip),
             destination_attributes(
@@ -113,7 +134,7 @@ class IngressHandler:
                     "decision": str(decision),
                 },
             )
-            await req.respond(403, _json(403, f"denied by ingress policy ({decision})"))
+            self._refuse(req, 403, "denied", f"denied by ingress policy ({decision})")
             return
         loop = asyncio.get_running_loop()
         try:
@@ -127,7 +148,7 @@ class IngressHandler:
             log.warning(
                 "export dial failed", extra={"peer": caller, "export": export_name, "error": reason}
             )
-            await req.respond(502, _json(502, reason))
+            self._refuse(req, 502, "export-unreachable", reason)
             return
         stream = req.accept()
         relay.attach(stream)
@@ -173,10 +194,10 @@ class IngressHandler:
         return dict(entry.obj.labels)
 
 
-def _client_ip(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return str(parse_client_ip(value))
-    except ValueError:
-        return None
+def _address(req: IncomingStream) -> str:
+    host, port = req.client_address
+    return f"{host}:{port}"
+
+
+def _short(value: str, limit: int = 64) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."

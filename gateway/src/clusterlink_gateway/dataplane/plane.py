@@ -120,10 +120,14 @@ class DataPlane:
             reuse_port=self.config.workers > 1,
             handshake_timeout=listen.handshake_timeout,
             links=self._links,
+            on_handshake_failure=self._handshake_failed,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
         self.imports.start()
         log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
+
+    def _handshake_failed(self, reason: str) -> None:
+        self.metrics.handshake_failures.labels(reason).inc()
 
     async def offers(self, peer: str) -> list[dict[str, Any]]:
         """Ask ``peer`` which of its exports it offers us."""

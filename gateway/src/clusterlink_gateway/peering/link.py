@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from . import h2core
+from .accept import FailureHook, PeerAcceptor, admission_refusal
 from .h2core import H2Core, Limits
 from .tls import TLSContexts, peer_identity
 
@@ -613,6 +614,7 @@ class ServerLink(_Link):
     """The accepting end of a link: runs the handler as one task per stream."""
 
     client_side = False
+    refused: tuple[str, str] | None = None  # (reason, detail) if refused after the handshake
 
     def __init__(
         self,
@@ -627,6 +629,15 @@ class ServerLink(_Link):
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
         self._registry = registry
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        refused = admission_refusal(transport.get_extra_info("ssl_object"))
+        if refused is not None:  # the acceptor logs and counts it
+            self.refused = refused
+            self._closing = True
+            transport.abort()
+            return
+        super().connection_made(transport)
 
     def _link_up(self) -> None:
         if self._registry is not None:
@@ -690,11 +701,13 @@ async def start_peer_server(
     keepalive: float = KEEPALIVE,
     backlog: int = 1024,
     links: set[ServerLink] | None = None,
+    on_handshake_failure: FailureHook | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
     ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
-    ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown).
+    ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
+    refused handshake is logged and passed to ``on_handshake_failure(reason)``.
     """
     lim = replace(
         limits or Limits(),
@@ -702,14 +715,13 @@ async def start_peer_server(
         max_concurrent_streams=max_concurrent_streams,
     )
     loop = asyncio.get_running_loop()
+    acceptor = PeerAcceptor(tls.server_context(), handshake_timeout, on_handshake_failure)
     return await loop.create_server(
-        lambda: ServerLink(
-            handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links
+        lambda: acceptor.wrap(
+            ServerLink(handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links)
         ),
         host,
         port,
-        ssl=tls.server_context(),
-        ssl_handshake_timeout=handshake_timeout,
         reuse_port=reuse_port or None,
         backlog=backlog,
     )
@@ -860,6 +872,13 @@ async def dial(
     except ssl.SSLCertVerificationError as exc:
         raise ConnectionError(
             f"{peer_name} at {host}:{port}: certificate rejected: {exc.verify_message}"
+        ) from None
+    except ConnectionResetError:
+        # A peer refuses our handshake by closing: e.g. it is not named peer_name (SNI), or it
+        # does not trust our certificate; its handshake-failure counter says which.
+        raise ConnectionError(
+            f"{peer_name} at {host}:{port}: TLS handshake refused by the peer (certificate or "
+            f"name {peer_name!r} not accepted there)"
         ) from None
     except (ssl.SSLError, OSError) as exc:
         if isinstance(exc, ConnectionError):

@@ -2,7 +2,8 @@
 
 The listener keeps one ``SSLContext`` for its whole life; its SNI callback swaps in the newest
 context at the start of every handshake, so reloaded files apply to new connections while
-established ones are untouched. Key material is never logged.
+established ones are untouched, and refuses a client whose SNI is not our name. Key material is
+never logged.
 """
 
 from __future__ import annotations
@@ -205,8 +206,16 @@ class TLSContexts:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _select_context(self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any) -> None:
-        ssl_object.context = self._current.server
+    def _select_context(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any
+    ) -> int | None:
+        """SNI callback: refuse a client that asks for another name (or none); the handshake
+        then fails with CALLBACK_FAILED, which the peer port counts as ``bad-name``."""
+        current = self._current
+        if server_name != current.name:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        ssl_object.context = current.server
+        return None
 
     def _stat(self) -> tuple[Any, ...]:
         out: list[Any] = []
