@@ -43,9 +43,6 @@ ALLOW_LAB = {
     "from": [{"matchLabels": {"peer.clusterlink.net/labels.env": "lab"}}],
 }
 WEB_EXPORT = {"name": "web", "host": "127.0.0.1", "port": 8080}
-# Only exports and policies change in the load-balancing and policy scenarios: site.yml's
-# object step alone (the software, certificates and configuration stay as they are).
-OBJECTS = ("--tags", "clusterlink_objects")
 
 
 def lb_import(name: str, port: int, scheme: str) -> dict:
@@ -136,7 +133,7 @@ def _strictly_alternating(seq: list[str], pair: set[str]) -> bool:
 
 def test_load_balancing_without_a_export(fab):
     fab.host_vars["a"]["clusterlink_exports"] = []  # prune removes a's export "web"
-    recap, _ = fab.playbook("site", "--limit", "a", *OBJECTS)
+    recap, _ = fab.playbook("site", "--limit", "a")
     assert recap["a"]["changed"] > 0, recap
     assert "web" not in fab.gwctl("a", "get exports")
     rr = fab.gets("a", 9001, 30)
@@ -147,14 +144,14 @@ def test_load_balancing_without_a_export(fab):
 
 def test_load_balancing_without_a_and_b_exports(fab):
     fab.host_vars["b"] = {"clusterlink_exports": []}
-    recap, _ = fab.playbook("site", "--limit", "b", *OBJECTS)
+    recap, _ = fab.playbook("site", "--limit", "b")
     assert recap["b"]["changed"] > 0, recap
     for port in (9001, 9002, 9003):
         assert fab.gets("a", port, 30) == ["c"] * 30, port
     # Back to the full set (the exports return with the inventory).
     del fab.host_vars["b"]
     del fab.host_vars["a"]["clusterlink_exports"]
-    fab.playbook("site", "--limit", "a,b", *OBJECTS)
+    fab.playbook("site", "--limit", "a,b")
     assert fab.gets("a", 9002, 5) == ["a"] * 5
 
 
@@ -169,7 +166,7 @@ def test_privileged_deny_beats_regular_allow(fab):
             {"name": "priv-deny-a", "action": "deny", "privileged": True, "from": PEER_A},
         ]
     }
-    fab.playbook("site", "--limit", "b", *OBJECTS)
+    fab.playbook("site", "--limit", "b")
     got = fab.get("a", 9000)
     assert got.startswith("ERR 56") and "reset" in got.lower(), got
 
@@ -181,7 +178,7 @@ def test_privileged_allow_beats_regular_deny(fab):
             {"name": "priv-allow-a", "action": "allow", "privileged": True, "from": PEER_A},
         ]
     }
-    fab.playbook("site", "--limit", "b", *OBJECTS)
+    fab.playbook("site", "--limit", "b")
     assert fab.get("a", 9000) == "b"
 
 
@@ -189,11 +186,11 @@ def test_regular_deny_beats_regular_allow(fab):
     fab.host_vars["b"] = {
         "clusterlink_policies": [ALLOW_LAB, {"name": "deny-a", "action": "deny", "from": PEER_A}]
     }
-    fab.playbook("site", "--limit", "b", *OBJECTS)
+    fab.playbook("site", "--limit", "b")
     got = fab.get("a", 9000)
     assert got.startswith("ERR 56"), got
     del fab.host_vars["b"]
-    _recap, _ = fab.playbook("site", "--limit", "b", *OBJECTS)
+    _recap, _ = fab.playbook("site", "--limit", "b")
     assert "deny-a" not in fab.gwctl("b", "get policies")
     assert fab.get("a", 9000) == "b"
 
