@@ -78,7 +78,19 @@ class Dataplane(Strict):
     connect_timeout: float = Field(
         default=3.0, gt=0, le=60, description="per source: dial a link and get the CONNECT answer"
     )
+    handshake_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="new link: TLS handshake once TCP connected (waits out a peer's restart)",
+    )
     dial_timeout: float = Field(default=3.0, gt=0, le=60, description="exporter -> export target")
+    drain_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="at stop: how long relayed connections may finish before they are reset",
+    )
     max_connections_per_import: int = Field(
         default=0, ge=0, description="open client connections per import; 0 = no limit"
     )

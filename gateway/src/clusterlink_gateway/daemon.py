@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from . import systemd
 from .api.app import build_app
 from .config import Config, ConfigError, admin_tls_context, check_runtime, load_config
 from .dataplane import DataPlane
@@ -67,9 +68,11 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.shutdown()
+            try:
+                await self.shutdown()  # a second stop signal during the drain exits at once
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
 
     async def start(self) -> None:
         problems = check_runtime(self.config)
@@ -89,12 +92,14 @@ class Daemon:
                 f"{exc.strerror}"
             ) from None
         await self.registry.load()
+        systemd.close_unclaimed()
         await self._start_admin()
         if self.config.workers > 1:
             self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
             self.registry.observers.append(self.workers.on_change)
             await self.workers.start()
         self.info["ready"] = True
+        systemd.notify("READY=1", f"STATUS=serving as {self.config.peer_name}")
         log.info(
             "gateway started",
             extra={
@@ -117,13 +122,14 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.info["ready"] = False
+        systemd.notify("STOPPING=1", "STATUS=draining")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         if self.workers is not None:
             await self.workers.stop()
         if self.dataplane is not None:
-            await self.dataplane.stop()
+            await self.dataplane.stop(self.config.dataplane.drain_timeout)
         with suppress(FileNotFoundError):
             self.config.admin.socket.unlink()
         await self.store.close()

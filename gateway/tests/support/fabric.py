@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,22 @@ class Fabric:
         self.gateways: dict[str, GatewayProcess] = {}
         self.echo: dict[str, EchoServer] = {}
 
-    def start(self, name: str, extra: dict[str, Any] | None = None, **kw: Any) -> GatewayProcess:
+    def start(
+        self,
+        name: str,
+        extra: dict[str, Any] | None = None,
+        launch: Callable[[GatewayProcess], None] | None = None,
+        **kw: Any,
+    ) -> GatewayProcess:
+        """Start gateway ``name`` (with ``launch(gateway)`` instead of ``gateway.start()``)."""
         config = {"heartbeat": FAST_HEARTBEAT, "dataplane": {"connect_timeout": 2.0}}
         for key, value in (extra or {}).items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-        gw = GatewayProcess(self.root, name, self.ca, extra=config, **kw).start()
+        gw = GatewayProcess(self.root, name, self.ca, extra=config, **kw)
+        if launch is None:
+            gw.start()
+        else:
+            launch(gw)
         self.gateways[name] = gw
         self.echo[name] = EchoServer(name)
         return gw

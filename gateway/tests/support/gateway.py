@@ -74,14 +74,25 @@ class GatewayProcess:
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
 
-    def start(self, wait: bool = True) -> GatewayProcess:
+    def start(
+        self,
+        wait: bool = True,
+        *,
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> GatewayProcess:
+        """Start the daemon (behind ``prefix``, e.g. a launcher, with extra ``env``)."""
         self.write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        argv = [str(BIN / "clusterlink-gateway"), "--config", str(self.config_path)]
         self.proc = subprocess.Popen(
-            [str(BIN / "clusterlink-gateway"), "--config", str(self.config_path)],
+            [*(prefix or []), *argv],
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
+            pass_fds=pass_fds,
         )
         log.close()
         if wait:

@@ -213,6 +213,8 @@ def test_service_runs_hardened_as_clusterlink(deployment, host):
     # gwctl as a member of the group clusterlink, without root.
     out = d.sh(host, f"setpriv --reuid=nobody --regid=clusterlink --clear-groups {GWCTL} status")
     assert "ready yes" in out, out
+    # ... and from the PATH: the role links it to the current release.
+    assert "ready yes" in d.sh(host, "cd / && PATH=/usr/local/bin:/usr/bin:/bin gwctl status")
 
 
 def test_traffic_from_a_to_b_through_the_gateways(deployment):
@@ -269,7 +271,8 @@ def test_uninstall_leaves_no_trace(deployment):
         left = d.sh(
             host,
             "ls -d /opt/clusterlink /etc/clusterlink /var/lib/clusterlink /run/clusterlink "
-            "/etc/systemd/system/clusterlink* /etc/systemd/system/*/clusterlink* 2>/dev/null",
+            "/etc/systemd/system/clusterlink* /etc/systemd/system/*/clusterlink* "
+            "/usr/local/bin/gwctl 2>/dev/null",
             check=False,
         )
         assert left.strip() == "", left

@@ -233,5 +233,58 @@ class Fabric:
         return "\n".join(parts)
 
 
+LOOP_SCRIPT = """
+import socket, sys, time
+port, out, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+end = time.time() + seconds
+with open(out, "w", buffering=1) as f:
+    while time.time() < end:
+        t = time.time()
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /index.html HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+            data = b""
+            while c := s.recv(65536):
+                data += c
+            s.close()
+            body = data.partition(b"\\r\\n\\r\\n")[2].decode().strip()
+            result = body or "ERR empty"
+        except Exception as e:
+            result = f"ERR {type(e).__name__}"
+        f.write(f"{t:.3f} {result}\\n")
+        time.sleep(0.1)
+"""
+
+
+class ClientLoop:
+    """A client on a lab host looping GETs (a new connection each, 10 s timeout) to a local
+    port in a transient unit; every request is logged with its start time (host clock)."""
+
+    def __init__(self, fab: Fabric, host: str, port: int, name: str = "loop") -> None:
+        self.fab, self.host, self.port, self.name = fab, host, port, name
+
+    def start(self, seconds: float = 900) -> ClientLoop:
+        lab, unit = self.fab.lab, self.name
+        lab.run(self.host, f"cat > /root/{unit}.py", input=LOOP_SCRIPT, timeout=30)
+        self.fab.sh(
+            self.host,
+            f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; rm -f /root/{unit}.txt; true",
+        )
+        self.fab.sh(
+            self.host,
+            f"systemd-run -q --unit={unit} python3 /root/{unit}.py {self.port} /root/{unit}.txt {seconds}",
+        )
+        return self
+
+    def results(self) -> list[tuple[float, str]]:
+        """(start time, body or 'ERR ...') of every finished request so far."""
+        out = self.fab.sh(self.host, f"cat /root/{self.name}.txt", check=False)
+        return [(float(t), r) for t, _, r in (line.partition(" ") for line in out.splitlines())]
+
+    def stop(self) -> list[tuple[float, str]]:
+        self.fab.sh(self.host, f"systemctl stop {self.name}", check=False)
+        return self.results()
+
+
 def no_failures(counts: Mapping[str, Mapping[str, int]]) -> bool:
     return all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values())

@@ -6,7 +6,7 @@
 import json
 import re
 
-GWCTL = "/opt/clusterlink/current/venv/bin/gwctl --socket /run/clusterlink/admin.sock"
+GWCTL = "/usr/local/bin/gwctl --socket /run/clusterlink/admin.sock"  # the role links it
 UNIT = "clusterlink-gateway"
 
 
@@ -69,6 +69,19 @@ def test_unit_hardening_in_place(host):
     security = host.check_output(f"systemd-analyze security --no-pager {UNIT}")
     level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security)
     assert level and float(level[1]) <= 1.4, security
+
+
+def test_gwctl_linked_onto_the_path(host):
+    link = host.file("/usr/local/bin/gwctl")
+    assert link.is_symlink
+    assert link.linked_to.startswith("/opt/clusterlink/") and link.linked_to.endswith("/gwctl")
+
+
+def test_unit_keeps_its_sockets_across_restarts(host):
+    props = host.check_output(
+        f"systemctl show {UNIT} -p Type -p NotifyAccess -p FileDescriptorStoreMax"
+    ).splitlines()
+    assert sorted(props) == ["FileDescriptorStoreMax=4096", "NotifyAccess=main", "Type=notify"]
 
 
 def test_gwctl_status_shows_peers_reachable(host):

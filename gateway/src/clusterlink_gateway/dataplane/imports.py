@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import systemd
 from ..metrics import Metrics
 from ..model.objects import Import
 from ..peering import TcpRelay
@@ -102,13 +103,11 @@ class ImportManager:
         name = state.entry.name
         state.address = address
         try:
+            sock = systemd.listening_socket(
+                _fd_name(name), address[0], address[1], reuse_port=self.reuse_port
+            )
             state.server = await loop.create_server(
-                lambda: TcpRelay(lambda relay: self._accepted(name, relay)),
-                address[0],
-                address[1],
-                reuse_address=True,
-                reuse_port=self.reuse_port or None,
-                backlog=1024,
+                lambda: TcpRelay(lambda relay: self._accepted(name, relay)), sock=sock, backlog=1024
             )
         except OSError as exc:
             state.server = None
@@ -136,14 +135,28 @@ class ImportManager:
             if other.server is None and other.address is not None:
                 await self._listen(other, other.address)
 
-    async def _close(self, state: ImportState) -> None:
+    async def _close(self, state: ImportState, *, keep_socket: bool = False) -> None:
+        """Close the listener; its socket stays in systemd's store only with ``keep_socket``
+        (shutdown: the next process takes it over)."""
         if state.retry is not None:
             state.retry.cancel()
             state.retry = None
         if state.server is not None:
             state.server.close()
             state.server = None
+            if not keep_socket:
+                systemd.forget(_fd_name(state.entry.name))
         state.address = None
+
+    async def stop_accepting(self) -> None:
+        """Shutdown, first step: no new client; relayed connections go on. Under systemd the
+        kernel keeps queueing new clients on the stored sockets for the next process."""
+        for state in self.imports.values():
+            await self._close(state, keep_socket=True)
+
+    @property
+    def active_connections(self) -> int:
+        return sum(len(state.active) for state in self.imports.values())
 
     def start(self) -> None:
         if self.idle_timeout:
@@ -172,7 +185,7 @@ class ImportManager:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for state in list(self.imports.values()):
-            await self._close(state)
+            await self._close(state, keep_socket=True)
             for relay in list(state.active):
                 relay.reset()
         self.imports.clear()
@@ -293,6 +306,10 @@ class ImportManager:
                 "bytes_out": relay.bytes_out,
             },
         )
+
+
+def _fd_name(import_name: str) -> str:
+    return f"import-{import_name}"
 
 
 def _reason(body: bytes) -> str:

@@ -44,6 +44,7 @@ class PeerManager:
                 self.tls,
                 links=dp.links_per_peer,
                 connect_timeout=dp.connect_timeout,
+                handshake_timeout=dp.handshake_timeout,
             )
             self.pools[name] = pool
             monitor = PeerMonitor(name, pool, self.config.heartbeat)
@@ -53,8 +54,10 @@ class PeerManager:
             pool.set_endpoints(endpoints)
 
     def reachable(self, name: str) -> bool:
+        """Not known to be unreachable: a peer not heard from yet (just started) is tried in
+        load-balancing order, not deferred."""
         monitor = self.monitors.get(name)
-        return bool(monitor and monitor.health.state.reachable)
+        return monitor is not None and monitor.health.state.reachable is not False
 
     def labels(self, name: str) -> dict[str, str]:
         """Labels learned from the peer's heartbeats, overlaid by those on our Peer object."""

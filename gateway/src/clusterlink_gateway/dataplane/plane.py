@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from .. import systemd
 from ..config import Config
 from ..metrics import Metrics
 from ..model.objects import Kind, Policy
@@ -112,15 +113,18 @@ class DataPlane:
 
     async def start(self) -> None:
         listen = self.config.listen
+        sock = systemd.listening_socket(
+            "peer", listen.address, listen.port, reuse_port=self.config.workers > 1
+        )
         self._server = await start_peer_server(
-            listen.address,
-            listen.port,
+            None,
+            None,
             self.tls,
             self.ingress,
-            reuse_port=self.config.workers > 1,
             handshake_timeout=listen.handshake_timeout,
             links=self._links,
             on_handshake_failure=self._handshake_failed,
+            sock=sock,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
         self.imports.start()
@@ -163,14 +167,46 @@ class DataPlane:
                     "certificate reload failed; keeping the old ones", extra={"error": str(exc)}
                 )
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop accepting, GOAWAY to the peers' links (they open new streams elsewhere or on a
+        new link to our next process), let relayed connections finish for up to
+        ``drain_timeout`` seconds, then reset the rest."""
         if self._watch is not None:
             self._watch.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watch
         if self._server is not None:
             self._server.close()
+        await self.imports.stop_accepting()
         for link in list(self._links):  # tell peers to stop opening streams here
             link.goaway()
+        await self._drain(drain_timeout)
         await self.imports.close()
         await self.peers.close()
+
+    async def _drain(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        busy = self._links or self.imports.active_connections
+        if busy:
+            log.info(
+                "draining",
+                extra={
+                    "peer_links": len(self._links),
+                    "import_connections": self.imports.active_connections,
+                    "timeout_s": seconds,
+                },
+            )
+        # polls: the counts change in many objects
+        while (self._links or self.imports.active_connections) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._links or self.imports.active_connections:
+            log.warning(
+                "drain timeout: resetting the remaining connections",
+                extra={
+                    "peer_links": len(self._links),
+                    "import_connections": self.imports.active_connections,
+                },
+            )
+        elif busy:
+            log.info("drained")

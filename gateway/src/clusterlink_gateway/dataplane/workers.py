@@ -25,6 +25,14 @@ MAX_RESTART_DELAY = 30.0
 STOP_TIMEOUT = 10.0
 
 
+def _worker_env() -> dict[str, str]:
+    """This process's environment without systemd's: only the main process talks to systemd
+    (readiness, the fd store) and inherits its sockets."""
+    return {
+        k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET" and not k.startswith("LISTEN_")
+    }
+
+
 class _Slot:
     def __init__(self, index: int) -> None:
         self.index = index
@@ -60,6 +68,7 @@ class WorkerPool:
             "--parent",
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
+            env=_worker_env(),
         )
         log.info("data-plane worker spawned", extra={"worker": slot.index, "pid": slot.proc.pid})
 

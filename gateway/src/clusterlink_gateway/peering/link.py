@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -687,8 +688,8 @@ class ServerLink(_Link):
 
 
 async def start_peer_server(
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     tls: TLSContexts,
     handler: Handler,
     *,
@@ -702,8 +703,11 @@ async def start_peer_server(
     backlog: int = 1024,
     links: set[ServerLink] | None = None,
     on_handshake_failure: FailureHook | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
+
+    With ``sock`` (an already listening socket), ``host``, ``port`` and ``reuse_port`` are unused.
 
     ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
     ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
@@ -720,10 +724,11 @@ async def start_peer_server(
         lambda: acceptor.wrap(
             ServerLink(handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links)
         ),
-        host,
-        port,
-        reuse_port=reuse_port or None,
+        None if sock else host,
+        None if sock else port,
+        reuse_port=None if sock else reuse_port or None,
         backlog=backlog,
+        sock=sock,
     )
 
 
@@ -851,24 +856,34 @@ async def dial(
     peer_name: str,
     tls: TLSContexts,
     *,
-    timeout: float = 3.0,  # noqa: ASYNC109 - bounds connect + handshake together
+    timeout: float = 3.0,  # noqa: ASYNC109 - bounds the TCP connect
+    handshake_timeout: float | None = None,
     limits: Limits | None = None,
     keepalive: float = KEEPALIVE,
     on_lost: Callable[[ClientLink], None] | None = None,
 ) -> ClientLink:
-    """Open one link to ``peer_name`` at ``host:port``; ConnectionError/TimeoutError on failure."""
+    """Open one link to ``peer_name`` at ``host:port``; ConnectionError/TimeoutError on failure.
+
+    ``timeout`` bounds the TCP connect, ``handshake_timeout`` (default: ``timeout``) the TLS
+    handshake after it: a restarting peer whose listening socket systemd holds accepts the TCP
+    connection at once and answers the handshake when its new process is up.
+    """
     loop = asyncio.get_running_loop()
     lim = limits or Limits()
     try:
         async with asyncio.timeout(timeout):
+            sock = await _tcp_connect(host, port)
+        try:
             _, link = await loop.create_connection(
                 lambda: ClientLink(peer_name, lim, keepalive=keepalive, on_lost=on_lost),
-                host,
-                port,
                 ssl=tls.client_context(),
                 server_hostname=peer_name,
-                ssl_handshake_timeout=timeout,
+                ssl_handshake_timeout=handshake_timeout or timeout,
+                sock=sock,
             )
+        except BaseException:
+            sock.close()
+            raise
     except ssl.SSLCertVerificationError as exc:
         raise ConnectionError(
             f"{peer_name} at {host}:{port}: certificate rejected: {exc.verify_message}"
@@ -890,3 +905,26 @@ async def dial(
         raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")
     link.endpoint = (host, port)
     return link
+
+
+async def _tcp_connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to the first address of ``host`` that answers."""
+    loop = asyncio.get_running_loop()
+    last: OSError | None = None
+    for family, kind, proto, _, address in await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise last or OSError(f"{host}: no address")

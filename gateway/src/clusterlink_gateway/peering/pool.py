@@ -46,6 +46,7 @@ class PeerPool:
         *,
         links: int = 2,
         connect_timeout: float = 3.0,
+        handshake_timeout: float = 10.0,
         limits: Limits | None = None,
         keepalive: float = KEEPALIVE,
     ) -> None:
@@ -53,6 +54,7 @@ class PeerPool:
         self.tls = tls
         self.target_links = max(1, links)
         self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
         self._limits = limits or Limits()
         self._keepalive = keepalive
         self._endpoints = [_Endpoint((str(h), int(p))) for h, p in endpoints]
@@ -96,13 +98,14 @@ class PeerPool:
         body: bytes = b"",
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
     ) -> Response:
-        """One request/response exchange, e.g. ``GET /healthz``."""
-        async with asyncio.timeout(timeout):
-            return await self._on_some_link(
-                lambda link: link.request(
-                    method, path, authority=self.peer_name, headers=headers, body=body
-                )
-            )
+        """One request/response exchange, e.g. ``GET /healthz``; ``timeout`` bounds the answer
+        once a link carries it (dialing a link has its own bounds)."""
+        return await self._on_some_link(
+            lambda link: link.request(
+                method, path, authority=self.peer_name, headers=headers, body=body
+            ),
+            timeout,
+        )
 
     async def open_connect(
         self,
@@ -110,10 +113,10 @@ class PeerPool:
         *,
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
     ) -> tuple[Response, Stream | None]:
-        """CONNECT with ``headers``: (200 response, stream) or (refusal with its body, None)."""
+        """CONNECT with ``headers``: (200 response, stream) or (refusal with its body, None);
+        ``timeout`` as in ``request``."""
         authority = f"{self.peer_name}:443"
-        async with asyncio.timeout(timeout):
-            return await self._on_some_link(lambda link: link.open_connect(authority, headers))
+        return await self._on_some_link(lambda link: link.open_connect(authority, headers), timeout)
 
     async def close(self) -> None:
         self._closed = True
@@ -132,12 +135,24 @@ class PeerPool:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _on_some_link(self, op: Callable[[ClientLink], Awaitable[T]]) -> T:
+    async def _on_some_link(
+        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float
+    ) -> T:
+        """Run ``op`` on a link, on another one when the peer did not process it (GOAWAY of a
+        peer shutting down, link lost). A new link may wait for a restarting peer's handshake:
+        the whole call is bounded by ``answer_within`` plus the dial's bounds, each answer by
+        ``answer_within``."""
+        limit = answer_within + self.connect_timeout + self.handshake_timeout
+        async with asyncio.timeout(limit):
+            return await self._retrying(op, answer_within)
+
+    async def _retrying(self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float) -> T:
         last: Exception | None = None
         for _ in range(MAX_ATTEMPTS):
             link = await self._get_link()
             try:
-                result = await op(link)
+                async with asyncio.timeout(answer_within):
+                    result = await op(link)
             except NotProcessed as exc:
                 last = exc
                 log.debug(
@@ -207,6 +222,7 @@ class PeerPool:
                     self.peer_name,
                     self.tls,
                     timeout=self.connect_timeout,
+                    handshake_timeout=self.handshake_timeout,
                     limits=self._limits,
                     keepalive=self._keepalive,
                     on_lost=self._on_lost,
