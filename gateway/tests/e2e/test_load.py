@@ -160,13 +160,7 @@ def test_concurrent_connections_then_churn(fabric: Fabric) -> None:
     try:
         fabric.start("cl0")
         fabric.start("cl1")
-        fabric.client("cl0").create("exports", {"name": "sink", "spec": {"port": sink.port}})
-        fabric.allow_all("cl0", "cl1")
-        fabric.add_peer("cl1", "cl0")
-        fabric.client("cl1").create(
-            "imports", {"name": "sink", "spec": {"sources": [{"peer": "cl0"}]}}
-        )
-        port = fabric.import_port("cl1", "sink")
+        port = fabric.link_service("cl0", "cl1", "sink", sink.port)
         pids = {n: fabric[n].proc.pid for n in ("cl0", "cl1")}
         # warm up (links, allocator) before taking the baseline
         first = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -267,13 +261,7 @@ def test_new_connection_cost_does_not_grow_with_open_connections(fabric: Fabric)
     try:
         fabric.start("cl0")
         fabric.start("cl1")
-        fabric.client("cl0").create("exports", {"name": "sink", "spec": {"port": sink.port}})
-        fabric.allow_all("cl0", "cl1")
-        fabric.add_peer("cl1", "cl0")
-        fabric.client("cl1").create(
-            "imports", {"name": "sink", "spec": {"sources": [{"peer": "cl0"}]}}
-        )
-        port = fabric.import_port("cl1", "sink")
+        port = fabric.link_service("cl0", "cl1", "sink", sink.port)
         pids = [fabric[n].proc.pid for n in ("cl0", "cl1")]
         ms_per_conn: dict[int, float] = {}
         for target in held_steps:

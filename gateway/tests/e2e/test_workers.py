@@ -106,14 +106,8 @@ def test_two_workers_share_the_ports_follow_changes_and_die_with_the_main(
         main = cl1.proc.pid  # type: ignore[union-attr]
         wait_for(lambda: len(children(main)) == 1)
         (worker,) = children(main)
-        fabric.client("cl0").create("exports", {"name": "sink", "spec": {"port": sink.port}})
-        fabric.allow_all("cl0", "cl1")
-        fabric.add_peer("cl1", "cl0")
         # an import created after the workers started: the worker listens on its port too
-        fabric.client("cl1").create(
-            "imports", {"name": "sink", "spec": {"sources": [{"peer": "cl0"}]}}
-        )
-        port = fabric.import_port("cl1", "sink")
+        port = fabric.link_service("cl0", "cl1", "sink", sink.port)
         wait_for(lambda: held_by(worker, sockets_on_port(port, "0A")) == 1)
         assert held_by(main, sockets_on_port(port, "0A")) == 1
         assert eventually(lambda: "ok" if connect(port) else "", "ok") == "ok"

@@ -82,6 +82,17 @@ class Fabric:
     def import_port(self, on: str, name: str) -> int:
         return int(self.client(on).get("imports", name)["status"]["port"])
 
+    def link_service(self, exporter: str, importer: str, name: str, port: int) -> int:
+        """``exporter`` exports 127.0.0.1:``port`` as ``name``, both allow all, ``importer``
+        peers with it and imports ``name``; returns the import's port."""
+        self.client(exporter).create("exports", {"name": name, "spec": {"port": port}})
+        self.allow_all(exporter, importer)
+        self.add_peer(importer, exporter)
+        self.client(importer).create(
+            "imports", {"name": name, "spec": {"sources": [{"peer": exporter}]}}
+        )
+        return self.import_port(importer, name)
+
     def close(self) -> None:
         for gw in self.gateways.values():
             gw.stop()

@@ -30,6 +30,8 @@ import pytest
 
 from tests.lab import Lab, LabError
 
+from ..lab_e2e.support import ansible_env
+
 REPO = Path(__file__).resolve().parents[3]
 NEEDS = ("systemd-nspawn", "debootstrap", "nft", "ip", "ssh")
 
@@ -76,18 +78,7 @@ class Deployment:
                 "build", "dist", "tests", "*.egg-info", "__pycache__", ".pytest_cache"
             ),
         )
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        self.env.update(
-            ANSIBLE_COLLECTIONS_PATH=str(collections),
-            ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
-            ANSIBLE_HOME=str(workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-local"),
-            ANSIBLE_PIPELINING="1",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_FORKS="10",
-        )
-        (workdir / "ansible.cfg").touch()
+        self.env = ansible_env(workdir, collections)
         self.extra_vars = [
             "-e", f"clusterlink_pki_dir={workdir / 'pki'}",
             "-e", f"clusterlink_gateway_source={self.source}",

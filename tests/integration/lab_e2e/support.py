@@ -53,6 +53,24 @@ def create_lab(name: str, hosts: list[str], wait: float = 900, **kw: Any) -> Lab
             time.sleep(10)
 
 
+def ansible_env(workdir: Path, collections: Path) -> dict[str, str]:
+    """This process's environment with Ansible confined to ``workdir`` (no user config) and
+    the collection found under ``collections``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
+        ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
+        ANSIBLE_HOME=str(workdir / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-local"),
+        ANSIBLE_PIPELINING="1",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_FORKS="10",
+    )
+    (workdir / "ansible.cfg").touch()
+    return env
+
+
 class Fabric:
     """A lab plus an inventory directory and ansible-playbook runs with the collection."""
 
@@ -67,18 +85,7 @@ class Fabric:
         (self.inventory / "group_vars").mkdir(parents=True)
         (self.inventory / "host_vars").mkdir()
         self.pki_dir = workdir / "pki"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        self.env.update(
-            ANSIBLE_COLLECTIONS_PATH=str(collections),
-            ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
-            ANSIBLE_HOME=str(workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-local"),
-            ANSIBLE_PIPELINING="1",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_FORKS="10",
-        )
-        (workdir / "ansible.cfg").touch()
+        self.env = ansible_env(workdir, collections)
         self.group_vars: dict[str, Any] = {
             "clusterlink_fabric_name": fabric_name,
             "clusterlink_pki_dir": str(self.pki_dir),
