@@ -138,9 +138,11 @@ class DataPlane:
         pool = self.peers.pools.get(peer)
         if pool is None:
             raise ConnectionError(f"no link to peer {peer!r}")
-        resp = await pool.request(
-            "GET", "/v1/offers", timeout=self.config.dataplane.connect_timeout
-        )
+        limit = self.config.dataplane.connect_timeout
+        # An operator is waiting: bound the whole exchange, not only the answer once a link
+        # carries it (a new link may otherwise wait out a restarting peer's handshake).
+        async with asyncio.timeout(2 * limit):
+            resp = await pool.request("GET", "/v1/offers", timeout=limit)
         if resp.status != 200:
             raise ConnectionError(f"offers answered {resp.status}")
         items = json.loads(resp.body)
