@@ -31,7 +31,8 @@ def map_body(context: schemathesis.HookContext, body: object) -> object:
     """Keep the gateway's traffic on this machine: a generated peer whose gateway host is
     valid (it would get heartbeats and offers requests) points at loopback instead; invalid
     hosts stay, to be refused."""
-    gateways = body.get("spec", {}).get("gateways") if isinstance(body, dict) else None
+    spec = body.get("spec") if isinstance(body, dict) else None
+    gateways = spec.get("gateways") if isinstance(spec, dict) else None
     if not isinstance(gateways, list):
         return body
     for gateway in gateways:
