@@ -9,7 +9,7 @@ LAB=demo
 LABCMD=(python3 -m tests.lab)
 STATE=${CLUSTERLINK_LAB_STATE:-/var/lib/clusterlink-lab}
 INV="$STATE/$LAB/inventory.yml"
-GWCTL=/opt/clusterlink/current/venv/bin/gwctl
+GWCTL=gwctl  # linked onto the PATH by the gateway role
 export ANSIBLE_COLLECTIONS_PATH="$REPO/.venv/collections"
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_PIPELINING=1
 export PATH="$REPO/.venv/bin:$PATH"
