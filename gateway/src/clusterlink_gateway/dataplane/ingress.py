@@ -20,7 +20,7 @@ from ..peering import IncomingStream, TcpRelay
 from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
-from .request import RequestError, parse_connect
+from .request import RequestError, parse_connect, shorten
 
 log = logging.getLogger("clusterlink.ingress")
 audit = logging.getLogger("clusterlink.audit")
@@ -64,7 +64,7 @@ class IngressHandler:
                 {"content-type": "application/json"},
             )
         else:
-            method, path = _short(req.method), _short(req.path or "")
+            method, path = shorten(req.method), shorten(req.path or "")
             self._refuse(req, 404, "not-found", f"no such endpoint: {method} {path}")
 
     def offers(self, caller: str) -> list[dict[str, Any]]:
@@ -197,7 +197,3 @@ class IngressHandler:
 def _address(req: IncomingStream) -> str:
     host, port = req.client_address
     return f"{host}:{port}"
-
-
-def _short(value: str, limit: int = 64) -> str:
-    return value if len(value) <= limit else value[:limit] + "..."

@@ -58,7 +58,8 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _short(value: str, limit: int = 64) -> str:
+def shorten(value: str, limit: int = 64) -> str:
+    """``value`` cut to ``limit`` characters for a log line or an error message."""
     return value if len(value) <= limit else value[:limit] + "..."
 
 
@@ -97,14 +98,14 @@ def parse_connect(
     if not export:
         raise RequestError(400, "bad-request", f"{EXPORT_HEADER} missing")
     if len(export) > 63 or not _NAME.fullmatch(export):
-        raise RequestError(400, "bad-request", f"bad export name {_short(export)!r}")
+        raise RequestError(400, "bad-request", f"bad export name {shorten(export)!r}")
     client_ip = None
     if (raw_ip := seen.get(CLIENT_IP_HEADER)) is not None:
         try:
             client_ip = str(parse_client_ip(raw_ip.strip()))
         except ValueError:
             raise RequestError(
-                400, "bad-request", f"bad {CLIENT_IP_HEADER} {_short(raw_ip)!r}"
+                400, "bad-request", f"bad {CLIENT_IP_HEADER} {shorten(raw_ip)!r}"
             ) from None
     import_name = seen.get(IMPORT_HEADER)
     if import_name is not None and (len(import_name) > 63 or not _NAME.fullmatch(import_name)):
