@@ -64,10 +64,6 @@ class Deployment:
     def __init__(self, lab: Lab, workdir: Path) -> None:
         self.lab = lab
         self.workdir = workdir
-        collections = workdir / "collections"
-        namespace = collections / "ansible_collections" / "clusterlink"
-        namespace.mkdir(parents=True)
-        (namespace / "fabric").symlink_to(REPO, target_is_directory=True)
         # A snapshot of the gateway's source, so that every run of this file builds the same
         # release even if the working tree changes meanwhile.
         self.source = workdir / "gateway"
@@ -78,7 +74,7 @@ class Deployment:
                 "build", "dist", "tests", "*.egg-info", "__pycache__", ".pytest_cache"
             ),
         )
-        self.env = ansible_env(workdir, collections)
+        self.env = ansible_env(workdir)
         self.extra_vars = [
             "-e", f"clusterlink_pki_dir={workdir / 'pki'}",
             "-e", f"clusterlink_gateway_source={self.source}",

@@ -53,9 +53,13 @@ def create_lab(name: str, hosts: list[str], wait: float = 900, **kw: Any) -> Lab
             time.sleep(10)
 
 
-def ansible_env(workdir: Path, collections: Path) -> dict[str, str]:
+def ansible_env(workdir: Path) -> dict[str, str]:
     """This process's environment with Ansible confined to ``workdir`` (no user config) and
-    the collection found under ``collections``."""
+    this checkout installed there as the collection clusterlink.fabric."""
+    collections = workdir / "collections"
+    namespace = collections / "ansible_collections" / "clusterlink"
+    namespace.mkdir(parents=True)
+    (namespace / "fabric").symlink_to(REPO, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(
         ANSIBLE_COLLECTIONS_PATH=str(collections),
@@ -77,15 +81,11 @@ class Fabric:
     def __init__(self, lab: Lab, workdir: Path, fabric_name: str) -> None:
         self.lab = lab
         self.workdir = workdir
-        collections = workdir / "collections"
-        ns = collections / "ansible_collections" / "clusterlink"
-        ns.mkdir(parents=True)
-        (ns / "fabric").symlink_to(REPO, target_is_directory=True)
         self.inventory = workdir / "inventory"
         (self.inventory / "group_vars").mkdir(parents=True)
         (self.inventory / "host_vars").mkdir()
         self.pki_dir = workdir / "pki"
-        self.env = ansible_env(workdir, collections)
+        self.env = ansible_env(workdir)
         self.group_vars: dict[str, Any] = {
             "clusterlink_fabric_name": fabric_name,
             "clusterlink_pki_dir": str(self.pki_dir),
