@@ -974,10 +974,12 @@ async def test_relay_reset_sends_tcp_rst(fabric: Fabric) -> None:
         lambda: TcpRelay(lambda r: (relays.append(r), r.reset())), LOCAL, 0
     )
     try:
-        reader, writer = await asyncio.open_connection(LOCAL, port_of(server))
-        with pytest.raises(ConnectionResetError):
-            await asyncio.wait_for(reader.read(), T)
-        writer.close()
+        with pytest.raises(ConnectionResetError):  # the reset may already fail the connect
+            reader, writer = await asyncio.open_connection(LOCAL, port_of(server))
+            try:
+                await asyncio.wait_for(reader.read(), T)
+            finally:
+                writer.close()
         await asyncio.wait_for(relays[0].closed, T)
     finally:
         server.close()
