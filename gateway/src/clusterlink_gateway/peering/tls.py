@@ -20,7 +20,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class _State:
     revocation: Revocation
     server: ssl.SSLContext = field(repr=False)
     client: ssl.SSLContext = field(repr=False)
+    signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
 
     @property
     def name(self) -> str:
@@ -246,15 +247,16 @@ class TLSContexts:
         try:
             state = load_state(settings)
         except TLSError as exc:
-            self._signature = signature
+            self._signature = signature  # the watcher retries once the files change again
             self._outcome("failure", exc)
             raise
-        self._signature = signature
-        return state
+        return replace(state, signature=signature)
 
     def commit(self, state: _State) -> TLSChange | None:
         """Install prepared material; the change (None if nothing changed), told to subscribers."""
         old = self._current
+        if state.signature:
+            self._signature = state.signature
         change = TLSChange(
             material=state.material.digest != old.material.digest or state.name != old.name,
             revocation=state.revocation != old.revocation
