@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -157,7 +158,9 @@ class Daemon:
         staged_tls = staged_admin = None
         if self.dataplane is not None:  # the acceptance rule; refusals are counted there
             try:
-                staged_tls = self.dataplane.tls.prepare(tls_settings(new))
+                # our name stays the running one: a new peer_name needs a restart
+                settings = replace(tls_settings(new), expected_name=self.config.peer_name)
+                staged_tls = self.dataplane.tls.prepare(settings)
             except TLSError as exc:
                 problems.append(
                     f"tls: cannot load certificate, key, CA bundle or revocation list: {exc}"

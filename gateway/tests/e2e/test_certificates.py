@@ -296,3 +296,19 @@ def test_dataplane_change_on_sighup_is_named_in_needs_restart(fabric: Fabric) ->
     assert line["needs_restart"] == ["dataplane.connect_timeout", "listen.handshake_timeout"]
     assert line["applied"] == ["dataplane.dial_timeout"]
     assert line["level"] == "warning"
+
+
+def test_a_new_peer_name_is_not_half_applied_on_sighup(fabric: Fabric) -> None:
+    """peer_name needs a restart: SIGHUP with a new name and a certificate for it is refused as
+    a whole (the running name stays, and so does its certificate)."""
+    gw = fabric["cl0"]
+    original = _served_serial(gw, fabric.ca)
+    gw.install_tls(fabric.ca.issue("cl7"), fabric.ca.ca_path.read_bytes())
+    gw.config["peer_name"] = "cl7"
+    gw.write_config()
+    gw.signal(signal.SIGHUP)
+    assert poll(lambda: log_records(gw, "reload failed; keeping the running configuration"))
+    error = log_records(gw, "reload failed; keeping the running configuration")[-1]["error"]
+    assert "not for this gateway's peer_name 'cl0'" in error
+    assert _served_serial(gw, fabric.ca) == original
+    assert gw.client.status()["peer_name"] == "cl0"

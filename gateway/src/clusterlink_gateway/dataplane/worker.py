@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import uvloop
@@ -122,7 +123,7 @@ class Worker:
         setup_logging(new.log.level, new.log.format)
         self.local["labels"] = dict(new.labels)
         with contextlib.suppress(TLSError):  # the main process logs the refusal
-            self.plane.reload_tls(tls_settings(new))
+            self.plane.reload_tls(replace(tls_settings(new), expected_name=self.config.peer_name))
         self.plane.apply_config(new)
 
 

@@ -1,6 +1,8 @@
 """Peer transport: mTLS links carrying HTTP/2 streams between gateways.
 
-* ``tls``: fabric certificates and contexts, reloadable.
+* ``trust``: the one acceptance rule for certificate, key and CA bundle (``accept_material``).
+* ``revocation``: revoked certificates (CRL signed by a fabric CA, serials, fingerprints).
+* ``tls``: fabric certificates and contexts, reloadable (one reload path, with subscribers).
 * ``h2core``: the sans-IO HTTP/2 core (flow control, GOAWAY, limits).
 * ``link``: the asyncio protocol around it; server (``start_peer_server``) and client links.
 * ``pool``: ``PeerPool``, long-lived links to one peer with endpoint failover.
