@@ -54,7 +54,7 @@ def fingerprint(der: bytes) -> str:
 class Revocation:
     """The revoked certificates known now; empty by default."""
 
-    crl_entries: frozenset[tuple[bytes, int]] = frozenset()  # (issuer DER name, serial)
+    crl_entries: frozenset[tuple[x509.Name, int]] = frozenset()  # (issuer, serial)
     serials: frozenset[int] = frozenset()
     fingerprints: frozenset[str] = frozenset()
     crl_path: Path | None = None
@@ -69,7 +69,7 @@ class Revocation:
         if self.empty:
             return None
         serial = cert.serial_number
-        if self.crl_entries and (cert.issuer.public_bytes(), serial) in self.crl_entries:
+        if self.crl_entries and (cert.issuer, serial) in self.crl_entries:
             return f"serial {serial:x} is listed in the CRL {self.crl_path}"
         if serial in self.serials:
             return f"serial {serial:x} is listed in tls.revocation.serials"
@@ -126,11 +126,11 @@ def build_revocation(
     cas: Sequence[x509.Certificate],
 ) -> Revocation:
     """The revocation state from the settings; RevocationError names the bad one."""
-    entries: frozenset[tuple[bytes, int]] = frozenset()
+    entries: frozenset[tuple[x509.Name, int]] = frozenset()
     digest = None
     if crl is not None:
         loaded = load_crl(crl, cas)
-        issuer = loaded.issuer.public_bytes()
+        issuer = loaded.issuer  # compared by attributes, not by DER string types
         entries = frozenset((issuer, entry.serial_number) for entry in loaded)
         digest = hashlib.sha256(loaded.public_bytes(serialization.Encoding.DER)).hexdigest()
     return Revocation(
