@@ -36,11 +36,12 @@ def wait_closed(sock: socket.socket, timeout: float = 15.0) -> float:
 
 
 @pytest.fixture
-def three_sites(fabric: Fabric, tmp_path: Path):  # type: ignore[no-untyped-def]
+def three_sites(fabric: Fabric, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """cl0 exports an echo service (with an empty CRL configured); cl1 and cl2 import it and
-    each hold one long-lived connection through it."""
+    each hold one long-lived connection through it. Indirect parameter: cl0's ``workers``."""
+    workers = getattr(request, "param", 1)
     crl = fabric.ca.crl(tmp_path / "fabric.crl", [])
-    fabric.start("cl0", extra={"tls": {"revocation": {"crl": str(crl)}}})
+    fabric.start("cl0", extra={"tls": {"revocation": {"crl": str(crl)}}, "workers": workers})
     echo = TcpEcho()
     fabric.client("cl0").create("exports", {"name": "echo", "spec": {"port": echo.port}})
     fabric.allow_all("cl0", "cl1", "cl2")
@@ -97,6 +98,32 @@ def test_crl_revokes_a_connected_peer_within_5s(
     m = metrics(fabric.client("cl0"))
     assert m['clusterlink_peer_links_revoked_total{side="server"}'] >= 1
     assert m["clusterlink_tls_reloads_total"] >= 1
+
+
+@pytest.mark.parametrize("three_sites", [2], indirect=True, ids=["workers-2"])
+def test_crl_closes_links_held_by_every_worker(fabric: Fabric, three_sites) -> None:
+    """With ``workers: 2`` the revoked peer's links may be held by any process: each one's
+    watcher closes its own."""
+    crl, conns = three_sites
+    port = conns["cl1"][1]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
+    try:
+        for sock in socks:
+            assert roundtrip(sock, b"x") == b"x"
+        t0 = time.monotonic()
+        fabric.ca.crl(crl, [serial_of(fabric["cl1"].tls_dir / "gateway.crt")])
+        for sock in [conns["cl1"][0], *socks]:
+            assert wait_closed(sock) - t0 < REVOCATION_BOUND_S
+        assert roundtrip(conns["cl2"][0], b"kept") == b"kept"
+        # each process polls the CRL on its own (1 s): a redial may land on a worker that has
+        # not reloaded yet, and is closed when it does
+        assert poll(lambda: echo_once(port) is None, timeout=REVOCATION_BOUND_S)
+        time.sleep(2)  # every process has reloaded by now: cl1 stays out
+        assert all(echo_once(port) is None for _ in range(5))
+        assert echo_once(conns["cl2"][1]) == b"ping"
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_serial_list_on_sighup_closes_dialed_links(
