@@ -920,10 +920,7 @@ async def dial(
     revoked = tls.revoked(link._transport.get_extra_info("ssl_object") if link._transport else None)
     if revoked is not None:
         link.abort()
-        log.warning(
-            "peer link refused: certificate revoked",
-            extra={"peer": peer_name, "address": f"{host}:{port}", "reason": revoked},
-        )
+        tls.report_revoked_dial(peer_name, f"{host}:{port}", revoked)
         raise ConnectionError(f"{peer_name} at {host}:{port}: certificate revoked: {revoked}")
     if not link.usable:
         raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")

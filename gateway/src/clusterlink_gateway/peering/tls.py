@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from .trust import Material, TLSError, TrustAnchors, accept_material, read_file
 log = logging.getLogger("clusterlink.peering")
 
 ALPN = ["h2"]
+REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial lines per peer
 
 __all__ = ["ALPN", "AdminTLS", "TLSChange", "TLSContexts", "TLSError", "TLSSettings"]
 
@@ -199,6 +201,7 @@ class TLSContexts:
         self.subscribers: list[Subscriber] = []
         self.on_outcome: Outcome | None = None  # ("success" | "failure", error): metrics
         self._logged_failure: str | None = None
+        self._revoked_logged: dict[str, float] = {}
 
     @property
     def settings(self) -> TLSSettings:
@@ -236,6 +239,18 @@ class TLSContexts:
         except (ValueError, ssl.SSLError):
             return None
         return revocation.reason_der(der)
+
+    def report_revoked_dial(self, peer: str, address: str, why: str) -> None:
+        """Log a dial refused because the peer's certificate is revoked: once a minute per peer
+        (its pool and heartbeats keep redialing)."""
+        now = time.monotonic()
+        if now - self._revoked_logged.get(peer, -REVOKED_LOG_INTERVAL) < REVOKED_LOG_INTERVAL:
+            return
+        self._revoked_logged[peer] = now
+        log.warning(
+            "peer link refused: certificate revoked",
+            extra={"peer": peer, "address": address, "reason": why},
+        )
 
     # -- reload --------------------------------------------------------------------------------
 
