@@ -164,7 +164,7 @@ class DataPlane:
         return self.tls.reload(settings)
 
     def apply_config(self, config: Config) -> None:
-        """SIGHUP: the settings that apply live here (see config.LIVE_KEYS)."""
+        """SIGHUP: the settings that apply live here (see config.RELOAD)."""
         dp = config.dataplane
         self.ingress.dial_timeout = dp.dial_timeout
         self.imports.max_connections = dp.max_connections_per_import
