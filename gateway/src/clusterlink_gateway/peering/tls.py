@@ -261,10 +261,15 @@ class TLSContexts:
         signature = _stat(settings.watched())
         try:
             state = load_state(settings)
-        except TLSError as exc:
+        except Exception as exc:
             self._signature = signature  # the watcher retries once the files change again
-            self._outcome("failure", exc)
-            raise
+            if isinstance(exc, TLSError):
+                self._outcome("failure", exc)
+                raise
+            log.exception("TLS material could not be checked")
+            error = TLSError(f"cannot check the TLS material: {exc!r}")
+            self._outcome("failure", error)
+            raise error from None
         return replace(state, signature=signature)
 
     def commit(self, state: _State) -> TLSChange | None:

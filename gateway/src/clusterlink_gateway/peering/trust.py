@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from .revocation import Revocation
@@ -171,6 +171,8 @@ def check_name(cert: x509.Certificate, what: str, expected: str | None) -> str:
 def _check_key(cert: x509.Certificate, key_pem: bytes, cert_path: Path, key_path: Path) -> None:
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
+    except UnsupportedAlgorithm as exc:
+        raise TLSError(f"key {key_path}: unsupported key type: {exc}") from None
     except TypeError:
         raise TLSError(
             f"key {key_path}: is encrypted (a key without passphrase is needed)"
