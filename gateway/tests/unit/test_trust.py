@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import types
 import typing
@@ -244,3 +245,21 @@ def test_admin_tcp_appearing_needs_restart(tmp_path: Path) -> None:
         {"peer_name": "cl0", "admin": {"tcp": {**tcp, "client_ca": "/new.pem", "port": 1}}}
     )
     assert reload_plan(new, moved) == (["admin.tcp.client_ca"], ["admin.tcp.port"])
+
+
+def test_a_per_peer_anchor_is_one_more_input_to_the_same_rule(tmp_path: Path, ca: TestCA) -> None:
+    """A foreign party's CA valid for a named peer only: the same chain check, fed other
+    anchors (the shape for a later per-peer trust anchor)."""
+    from clusterlink_gateway.peering.trust import TrustAnchors, check_chain
+
+    foreign = TestCA(tmp_path / "foreign", "partner-ca")
+    anchors = TrustAnchors(fabric=(ca.cert,), per_peer={"partner": (foreign.cert,)})
+    now = dt.datetime.now(dt.UTC)
+    partner = _load(foreign.issue("partner").cert)
+    assert check_chain(partner, [], anchors.for_name("partner"), "partner", now) == foreign.cert
+    impostor = _load(foreign.issue("cl1").cert)
+    with pytest.raises(TLSError) as info:
+        check_chain(impostor, [], anchors.for_name("cl1"), "cl1", now)
+    assert info.value.reason == "unknown-ca"
+    ours = _load(ca.issue("cl1").cert)
+    assert check_chain(ours, [], anchors.for_name("cl1"), "cl1", now) == ca.cert
