@@ -170,6 +170,7 @@ class Daemon:
                 try:
                     staged_admin = AdminTLS.prepare(tcp.cert, tcp.key, tcp.client_ca)
                 except TLSError as exc:
+                    self.dataplane.metrics.tls_reload_failures.labels(exc.reason).inc()
                     problems.append(f"admin.tcp: cannot load certificate, key or client CA: {exc}")
         if problems:
             log.error(

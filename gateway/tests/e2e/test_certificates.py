@@ -277,6 +277,7 @@ def test_admin_client_ca_reloads_on_sighup(tmp_path: Path, ca: TestCA) -> None:
             in log_records(gw, "reload failed; keeping the running configuration")[-1]["error"]
         )
         assert accepted(new_op) and not accepted(old_op)
+        assert metrics(gw.client)['clusterlink_tls_reload_failures_total{reason="malformed"}'] == 1
     finally:
         gw.stop()
 
