@@ -97,6 +97,11 @@ class Metrics:
             "Requests from peers refused on the peer port, by calling peer and reason",
             ["peer", "reason"],
         )
+        self.admin_refusals = counter(
+            "admin_refusals",
+            "Admin API connections or requests refused before a handler ran, by reason",
+            ["reason"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )
