@@ -119,6 +119,7 @@ class AdminRequestHandler(RequestHandler):
                 listener=self.listener,
                 client=self._client,
             )
+            self.transport.abort()  # no graceful (TLS) close for a client that stalls
         self.force_close()
 
 
@@ -187,6 +188,7 @@ class Listener:
             server_side=True,
             server_hostname=None,
             ssl_handshake_timeout=self.header_timeout,
+            ssl_shutdown_timeout=self.header_timeout,  # bounds how long a closed one holds a slot
         )
         protocol.release = self.slots.release
         waiter.add_done_callback(lambda fut: self._handshake_done(fut, protocol, handler))
