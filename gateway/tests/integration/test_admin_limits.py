@@ -420,3 +420,56 @@ def test_import_bind_default_not_on_this_host_is_422(tmp_path: Path, ca: TestCA)
         assert "192.0.2.1" in resp.body["message"] and "imports.bind" in resp.body["message"]
     finally:
         gw.stop()
+
+
+def test_admin_tcp_connection_cap_and_slots_given_back(tmp_path: Path, ca: TestCA) -> None:
+    """On the TLS listener too: slots come back after good and refused clients alike (else
+    the listener would lock itself out after max_connections clients), and over the cap a
+    connection is closed before any TLS work."""
+    admin_ca = TestCA(tmp_path / "admin-pki", name="admin-ca")
+    server = admin_ca.issue("localhost", dns=["localhost"])
+    operator = admin_ca.issue("operator")
+    port = free_port()
+    tcp = {"address": "127.0.0.1", "port": port, "cert": str(server.cert), "key": str(server.key)}
+    cap = 3
+    gw = start(
+        tmp_path,
+        ca,
+        {"tcp": {**tcp, "client_ca": str(admin_ca.ca_path)}, "max_connections": cap},
+    )
+    url = f"https://localhost:{port}"
+    ok = AdminClient(
+        server=url, cert=str(operator.cert), key=str(operator.key), cacert=str(admin_ca.ca_path)
+    )
+    anonymous = AdminClient(server=url, cacert=str(admin_ca.ca_path), timeout=10)
+
+    def until_served() -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert ok.status()["peer_name"] == "cl0"
+                return
+            except (OSError, http.client.HTTPException):
+                assert time.monotonic() < deadline, "admin TCP listener still refusing"
+                time.sleep(0.1)
+
+    try:
+        for _ in range(4 * cap):  # more clients than slots, one after the other
+            until_served()
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                anonymous.status()
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(cap)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        extra.setblocking(False)
+        wait_closed([extra], time.monotonic() + 30)
+        extra.close()
+        for s in held:
+            s.close()
+        until_served()
+        counted = refusals(gw)
+        assert counted.get("too-many-connections", 0) >= 1, counted
+        assert counted.get("tls-no-certificate", 0) >= 4 * cap, counted
+    finally:
+        gw.stop()
+    assert "Traceback" not in gw.log_text()
