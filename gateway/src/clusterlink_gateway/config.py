@@ -79,6 +79,22 @@ class Admin(Strict):
     socket_group: str | None = "clusterlink"
     tcp: AdminTCP | None = None
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="a request's headers complete this long after the connection (or the "
+        "previous response); else the connection is closed",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request's body complete this long after its headers",
+    )
+    max_connections: int = Field(
+        default=256, ge=1, le=65536, description="open connections per admin listener"
+    )
 
 
 class Imports(Strict):

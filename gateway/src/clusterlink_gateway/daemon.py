@@ -10,7 +10,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +22,8 @@ from aiohttp import web
 
 from . import systemd
 from .api.app import build_app
+from .api.limits import Refusals
+from .api.server import AdminSite, Listener
 from .config import (
     Config,
     ConfigError,
@@ -215,19 +219,41 @@ class Daemon:
     async def _start_admin(self) -> None:
         admin = self.config.admin
         assert self.dataplane is not None
+        counter = self.dataplane.metrics.admin_refusals
+        refusals = Refusals(lambda reason: counter.labels(reason).inc())
         app = build_app(
             self.registry,
             self.info,
             max_body=admin.max_body_bytes,
             offers_fn=self.dataplane.offers,
             metrics_fn=self.dataplane.metrics.render,
+            body_timeout=admin.body_timeout,
+            refusals=refusals,
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
+        assert self._runner.server is not None
+        loop = asyncio.get_running_loop()
+
+        def listener(name: str, tls: Callable[[], ssl.SSLContext | None] | None = None) -> Listener:
+            assert self._runner is not None and self._runner.server is not None
+            return Listener(
+                name,
+                self._runner.server,
+                header_timeout=admin.header_timeout,
+                max_connections=admin.max_connections,
+                refusals=refusals,
+                tls=tls,
+            )
+
         _prepare_socket_path(admin.socket)
         old_umask = os.umask(0o777 & ~admin.socket_mode)
         try:
-            await web.UnixSite(self._runner, str(admin.socket)).start()
+            await AdminSite(
+                self._runner,
+                listener("unix"),
+                lambda f: loop.create_unix_server(f, str(admin.socket)),
+            ).start()
         finally:
             os.umask(old_umask)
         os.chmod(admin.socket, admin.socket_mode)
@@ -236,17 +262,16 @@ class Daemon:
             if os.stat(admin.socket).st_gid != gid:  # no chown needed when run as that group
                 os.chown(admin.socket, -1, gid)
         if admin.tcp is not None:
+            tcp = admin.tcp
             try:
-                self._admin_tls = AdminTLS(admin.tcp.cert, admin.tcp.key, admin.tcp.client_ca)
+                self._admin_tls = AdminTLS(tcp.cert, tcp.key, tcp.client_ca)
             except TLSError as exc:
                 raise StartupError(f"admin.tcp: {exc}") from None
-            site = web.TCPSite(
+            await AdminSite(
                 self._runner,
-                admin.tcp.address,
-                admin.tcp.port,
-                ssl_context=self._admin_tls.context(),
-            )
-            await site.start()
+                listener("tcp", self._admin_tls.context),
+                lambda f: loop.create_server(f, tcp.address, tcp.port),
+            ).start()
 
 
 def _prepare_socket_path(path: Path) -> None:

@@ -112,6 +112,11 @@ class Metrics:
             "Established peer links closed because the peer's certificate is revoked, by side",
             ["side"],
         )
+        self.admin_refusals = counter(
+            "admin_refusals",
+            "Admin API connections or requests refused before a handler ran, by reason",
+            ["reason"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )

@@ -8,6 +8,7 @@ data plane always agree on the order of changes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -232,10 +233,21 @@ class Registry:
         """Gateway-owned bookkeeping before a write: the allocated port of an import."""
         if not isinstance(entry.obj, Import):
             return
+        self._check_bind(entry)
         if entry.obj.spec.port:
             entry.internal.pop("port", None)
         elif not entry.internal.get("port"):
             entry.internal["port"] = self._allocate_port(entry, exclude=entry.name)
+
+    def _check_bind(self, entry: Entry) -> None:
+        """An import's listen address must be one this host has (422, not a 409 later)."""
+        assert isinstance(entry.obj, Import)
+        address = self.effective_bind(entry)
+        problem = unusable_address(address)
+        if problem is None:
+            return
+        source = "" if entry.obj.spec.bind else " (the default from imports.bind in gateway.yaml)"
+        raise Invalid(f"cannot listen on {address}{source}: {problem}", field="spec.bind")
 
     def _allocate_port(self, entry: Entry, exclude: str) -> int:
         used = {self.effective_port(e) for n, e in self.objects["imports"].items() if n != exclude}
@@ -261,6 +273,22 @@ class Registry:
             {"kind": k, "name": n, "error": err} for (k, n), err in sorted(self.invalid.items())
         ]
         return out
+
+
+def unusable_address(address: str) -> str | None:
+    """Why nothing can listen on ``address`` on this host (not one of its addresses), or
+    None. A port in use is not this function's business."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return "not an address of this host"
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return None
+            return exc.strerror or type(exc).__name__
+    return None
 
 
 def _bindable(address: str, port: int) -> bool:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import __version__
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..model.objects import KINDS, Kind
 from ..registry import NotFound, Registry, RegistryError
 from ..store.sqlite import StoreError
+from .limits import (
+    BAD_JSON,
+    BODY_TIMEOUT,
+    BODY_TOO_LARGE,
+    MAX_JSON_DEPTH,
+    UNSUPPORTED_MEDIA_TYPE,
+    BadJSON,
+    Refusals,
+    media_type_problem,
+    parse_json,
+)
 from .openapi import openapi_document
 
 log = logging.getLogger("clusterlink.api")
@@ -26,6 +37,8 @@ MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 OffersFn = Callable[[str], Awaitable[list[dict[str, Any]]]]
 OFFERS: web.AppKey[OffersFn] = web.AppKey("offers")
 METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics")
+BODY_SECONDS: web.AppKey[float] = web.AppKey("body_timeout", float)
+REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals", Refusals)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +70,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(507, str(exc))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY]
+        _refused(request, BODY_TOO_LARGE, f"body larger than {limit} bytes")
         return error_response(413, f"request body too large (limit {limit} bytes)")
+    except BodyTimedOut as exc:
+        return await _close_with(request, error_response(408, str(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -78,14 +94,57 @@ def _kind(request: web.Request) -> Kind:
     return kind
 
 
+class UnsupportedMediaType(RegistryError):
+    status = 415
+
+
+class BodyTimedOut(Exception):
+    """The request body did not arrive within admin.body_timeout."""
+
+
+def _refused(request: web.Request, reason: str, detail: str) -> None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None
+    listener = "tcp" if request.secure else "unix"
+    request.app[REFUSALS](reason, detail, listener=listener, client=client)
+
+
+async def _close_with(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` and close the connection at once, without draining the body."""
+    response.force_close()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    request.protocol.force_close()
+    return response
+
+
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    """The request body as strict JSON: Content-Type application/json, complete within
+    admin.body_timeout, no duplicate keys, nesting at most MAX_JSON_DEPTH."""
+    if request.body_exists:
+        content_type = request.content_type if hdrs.CONTENT_TYPE in request.headers else None
+        problem = media_type_problem(content_type, request.charset)
+        if problem is not None:
+            _refused(request, UNSUPPORTED_MEDIA_TYPE, problem)
+            raise UnsupportedMediaType(problem, field="Content-Type")
+    timeout = request.app[BODY_SECONDS]
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        detail = f"request body not complete within {timeout:g} s (admin.body_timeout)"
+        _refused(request, BODY_TIMEOUT, detail)
+        raise BodyTimedOut(detail) from None
     if not raw:
         raise RegistryError("request body is empty; expected a JSON object", field="(body)")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"request body is not valid JSON: {exc}", field="(body)") from None
+        return parse_json(raw, MAX_JSON_DEPTH)
+    except BadJSON as exc:
+        _refused(request, BAD_JSON, str(exc))
+        raise RegistryError(str(exc), field="(body)") from None
 
 
 async def list_objects(request: web.Request) -> web.Response:
@@ -179,9 +238,13 @@ def build_app(
     max_body: int,
     offers_fn: OffersFn,
     metrics_fn: Callable[[], bytes],
+    body_timeout: float = 30.0,
+    refusals: Refusals | None = None,
 ) -> web.Application:
     """The admin application, shared by the unix-socket and the TCP listener."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body)
+    app[BODY_SECONDS] = body_timeout
+    app[REFUSALS] = refusals if refusals is not None else Refusals(lambda reason: None)
     app[REGISTRY] = registry
     app[DAEMON_INFO] = info
     app[MAX_BODY] = max_body

@@ -102,9 +102,17 @@ def _kind_paths(kind: Kind) -> dict[str, Any]:
         "content": _json({"$ref": REF.format(model=f"{kind.kind}Update")}),
     }
     write_errors = {
-        "400": _error("malformed body (not JSON, not an object)"),
+        "400": _error(
+            "malformed body: not JSON, not an object, a duplicate key, NaN, or nested deeper "
+            "than 32 levels"
+        ),
+        "408": _error("the body did not arrive within admin.body_timeout; the connection closes"),
         "413": _error("body larger than the configured limit"),
-        "422": _error("validation failed; `field` names the failing field"),
+        "415": _error("Content-Type is not application/json"),
+        "422": _error(
+            "validation failed; `field` names the failing field (also an import's `spec.bind` "
+            "that is not an address of this host)"
+        ),
         "507": _error("the state store could not be written (e.g. disk full)"),
     }
     tag = [kind.plural]

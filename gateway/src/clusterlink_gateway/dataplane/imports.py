@@ -111,7 +111,12 @@ class ImportManager:
             )
         except OSError as exc:
             state.server = None
-            reason = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            if exc.errno == errno.EADDRINUSE:
+                reason = "address in use"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                reason = "not an address of this host"
+            else:
+                reason = exc.strerror
             state.error = f"cannot listen on {address[0]}:{address[1]}: {reason}"
             log.warning("import listener failed", extra={"import": name, "error": state.error})
             if state.retry is None or state.retry.done():
