@@ -104,7 +104,9 @@ class PeerMonitor:
         """One heartbeat; records labels and round-trip time on success."""
         started = time.monotonic()
         try:
-            resp = await self.pool.request("GET", "/healthz", timeout=self.timings.timeout)
+            resp = await self.pool.request(
+                "GET", "/healthz", timeout=self.timings.timeout, wait_redial=False
+            )
             if resp.status != 200:
                 raise ConnectionError(f"healthz answered {resp.status}")
             body = json.loads(resp.body)

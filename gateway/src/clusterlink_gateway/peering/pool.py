@@ -115,14 +115,18 @@ class PeerPool:
         headers: dict[str, str] | None = None,
         body: bytes = b"",
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+        wait_redial: bool = True,
     ) -> Response:
         """One request/response exchange, e.g. ``GET /healthz``; ``timeout`` bounds the answer
-        once a link carries it (dialing a link has its own bounds)."""
+        once a link carries it (getting a link takes at most ``connect_timeout``; with
+        ``wait_redial`` false a dial on demand in backoff refuses at once instead of waiting
+        for the next one)."""
         return await self._on_some_link(
             lambda link: link.request(
                 method, path, authority=self.peer_name, headers=headers, body=body
             ),
             timeout,
+            wait_redial,
         )
 
     async def open_connect(
@@ -130,11 +134,14 @@ class PeerPool:
         headers: dict[str, str],
         *,
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+        wait_redial: bool = True,
     ) -> tuple[Response, Stream | None]:
         """CONNECT with ``headers``: (200 response, stream) or (refusal with its body, None);
-        ``timeout`` as in ``request``."""
+        ``timeout`` and ``wait_redial`` as in ``request``."""
         authority = f"{self.peer_name}:443"
-        return await self._on_some_link(lambda link: link.open_connect(authority, headers), timeout)
+        return await self._on_some_link(
+            lambda link: link.open_connect(authority, headers), timeout, wait_redial
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -154,7 +161,7 @@ class PeerPool:
     # -- internals -----------------------------------------------------------------------------
 
     async def _on_some_link(
-        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float
+        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float, wait_redial: bool
     ) -> T:
         """Run ``op`` on a link, on another one when the peer did not process it (GOAWAY of a
         peer shutting down, link lost). Getting links takes at most ``connect_timeout`` in all
@@ -164,7 +171,7 @@ class PeerPool:
         link_by = loop.time() + self.connect_timeout
         last: Exception | None = None
         for _ in range(MAX_ATTEMPTS):
-            link = await self._get_link(link_by)
+            link = await self._get_link(link_by, wait_redial)
             try:
                 async with asyncio.timeout(answer_within):
                     result = await op(link)
@@ -180,9 +187,10 @@ class PeerPool:
             return result
         raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
 
-    async def _get_link(self, deadline: float) -> ClientLink:
+    async def _get_link(self, deadline: float, wait_redial: bool = True) -> ClientLink:
         """A usable link by ``deadline`` (loop time): an existing one, the dial in flight, or
-        a dial on demand; TimeoutError or ConnectionError (with the reason) otherwise."""
+        a dial on demand (in its backoff: the next one if ``wait_redial`` and it starts before
+        ``deadline``); TimeoutError or ConnectionError (with the reason) otherwise."""
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
@@ -199,7 +207,7 @@ class PeerPool:
             if self._attempt is not None and not self._attempt.done():
                 await self._join(self._attempt, deadline)
                 continue
-            decision = self.on_demand.decide(now, deadline - now)
+            decision = self.on_demand.decide(now, deadline - now if wait_redial else 0.0)
             if decision.action is Action.DIAL:
                 self._start_attempt(on_demand=True)
             elif decision.action is Action.WAIT:
