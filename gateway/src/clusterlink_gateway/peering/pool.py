@@ -79,6 +79,7 @@ class PeerPool:
         self._restart_until = 0.0  # the peer said GOAWAY: it may be restarting until then
         self.on_demand = OnDemand(base=ON_DEMAND_BASE, cap=min(ON_DEMAND_CAP, connect_timeout / 2))
         self.on_link_up: Callable[[], None] | None = None  # e.g. wake the heartbeat
+        self._new_link = asyncio.Event()  # set (and replaced) whenever a link comes up
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
         self._turn = 0
@@ -210,9 +211,9 @@ class PeerPool:
             decision = self.on_demand.decide(now, deadline - now if wait_redial else 0.0)
             if decision.action is Action.DIAL:
                 self._start_attempt(on_demand=True)
-            elif decision.action is Action.WAIT:
-                async with asyncio.timeout_at(deadline):
-                    await asyncio.sleep(decision.until - now)
+            elif decision.action is Action.WAIT:  # until the next dial, or a link from elsewhere
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_link.wait(), decision.until - now)
             elif decision.action is Action.REFUSE:
                 raise ConnectionError(
                     f"{self._unreachable_reason()}; next dial in {decision.until - now:.2f} s"
@@ -330,6 +331,8 @@ class PeerPool:
                     },
                 )
             ep.failures, ep.next_try, ep.last_error = 0, 0.0, ""
+            self._new_link.set()
+            self._new_link = asyncio.Event()
             if self.on_link_up is not None:
                 self.on_link_up()
             return link
