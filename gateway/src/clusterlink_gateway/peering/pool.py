@@ -295,6 +295,8 @@ class PeerPool:
             raise ConnectionError(self._unreachable_reason())
         deadline = loop.time() + self.connect_timeout
         for ep in candidates:
+            if on_demand and loop.time() >= deadline:
+                break  # the rest are not tried, so not counted as failed
             host, port = ep.address
             self._dialing = f"{host}:{port}"
             try:
