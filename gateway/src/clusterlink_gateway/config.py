@@ -119,13 +119,22 @@ class Heartbeat(Strict):
 class Dataplane(Strict):
     links_per_peer: int = Field(default=2, ge=1, le=16, description="long-lived links per peer")
     connect_timeout: float = Field(
-        default=3.0, gt=0, le=60, description="per source: dial a link and get the CONNECT answer"
+        default=3.0,
+        gt=0,
+        le=60,
+        description=(
+            "per source: get a link (TCP connect and TLS handshake together, or a dial on demand"
+            " and its backoff) within this, then the CONNECT answer within this"
+        ),
     )
     handshake_timeout: float = Field(
         default=15.0,
         gt=0,
         le=300,
-        description="new link: TLS handshake once TCP connected (waits out a peer's restart)",
+        description=(
+            "background link maintenance: TLS handshake once TCP connected; a waiting client"
+            " gets it only from a peer that said GOAWAY that recently (waits out its restart)"
+        ),
     )
     dial_timeout: float = Field(default=3.0, gt=0, le=60, description="exporter -> export target")
     drain_timeout: float = Field(

@@ -763,14 +763,17 @@ async def test_no_endpoint_works_raises_connection_error(tmp_path: Path) -> None
     port = port_of(dead)
     dead.close()
     await dead.wait_closed()
-    pool = PeerPool("cl1", [(LOCAL, port)], tls_for(ca, "cl0"))
+    pool = PeerPool("cl1", [(LOCAL, port)], tls_for(ca, "cl0"), connect_timeout=1.0)
     try:
         with pytest.raises(ConnectionError):
             await pool.open_connect({"x-clusterlink-export": "echo"})
         start = time.monotonic()
+        dials = pool.on_demand.dials
         with pytest.raises(ConnectionError, match="no endpoint reachable"):
-            await pool.open_connect({"x-clusterlink-export": "echo"})  # in backoff: fails fast
-        assert time.monotonic() - start < 2  # no dial attempt at all
+            # dials on demand within connect_timeout (with backoff), then gives up
+            await pool.open_connect({"x-clusterlink-export": "echo"})
+        assert time.monotonic() - start < 1.0 + 2  # connect_timeout, with a margin
+        assert pool.on_demand.dials - dials <= 3  # backoff: the dead peer is not hammered
     finally:
         await pool.close()
 

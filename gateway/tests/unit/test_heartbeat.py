@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterlink_gateway.dataplane.heartbeat import Reachability
+from clusterlink_gateway.config import Heartbeat
+from clusterlink_gateway.dataplane.heartbeat import PeerMonitor, Reachability
 
 
 def run(results: list[bool]) -> list[bool | None]:
@@ -74,3 +80,40 @@ def test_verdict_only_flips_on_a_full_run(results: list[bool]) -> None:
             else:
                 assert streak_fail >= 5
         assert changed == (before != state.reachable)
+
+
+class _Pool:
+    """Stands in for a PeerPool: answers /healthz when ``up``; the monitor sets on_link_up."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.on_link_up: object = None
+
+    async def request(self, *args: object, **kwargs: object) -> object:
+        if not self.up:
+            raise ConnectionError("refused")
+        return SimpleNamespace(status=200, body=b'{"labels": {}}')
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in iter(condition, True):  # polls: the monitor has no event to wait on
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_a_new_link_wakes_the_monitor_of_an_unreachable_peer() -> None:
+    """Reachability follows a link that comes up (e.g. a client's dial on demand) at the fast
+    interval instead of waiting out the slow unreachable interval (60 s here)."""
+    pool = _Pool()
+    timings = Heartbeat(interval=0.01, unreachable_interval=60, failures_down=1, successes_up=3)
+    monitor = PeerMonitor("p", pool, timings)  # type: ignore[arg-type]
+    assert pool.on_link_up == monitor.link_up
+    monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            await _until(lambda: monitor.health.state.reachable is False)
+            pool.up = True
+            monitor.link_up()
+            await _until(lambda: monitor.health.state.reachable is True)
+    finally:
+        await monitor.stop()

@@ -4,12 +4,15 @@ Rules (upstream ClusterLink): probe every ``interval`` (1 s) while reachable and
 ``unreachable_interval`` (10 s) while not; ``failures_down`` (5) consecutive failures mark a
 peer unreachable, ``successes_up`` (3) consecutive successes mark it reachable again. The
 first result after start decides at once (state unknown -> known). While an unreachable peer
-is recovering (some successes, not yet enough) it is probed at the fast interval.
+is recovering (some successes, not yet enough) it is probed at the fast interval. A link that
+comes up while the peer is not known reachable (e.g. a client's dial on demand) wakes the
+monitor for a probe at once, so that reachability follows the link instead of the slow interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -80,6 +83,13 @@ class PeerMonitor:
         self.timings = timings
         self.health = PeerHealth(Reachability(timings.failures_down, timings.successes_up))
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        pool.on_link_up = self.link_up
+
+    def link_up(self) -> None:
+        """The pool has a new link: probe now unless the peer is already known reachable."""
+        if self.health.state.reachable is not True:
+            self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hb-{self.name}")
@@ -94,7 +104,9 @@ class PeerMonitor:
         """One heartbeat; records labels and round-trip time on success."""
         started = time.monotonic()
         try:
-            resp = await self.pool.request("GET", "/healthz", timeout=self.timings.timeout)
+            resp = await self.pool.request(
+                "GET", "/healthz", timeout=self.timings.timeout, wait_redial=False
+            )
             if resp.status != 200:
                 raise ConnectionError(f"healthz answered {resp.status}")
             body = json.loads(resp.body)
@@ -123,6 +135,7 @@ class PeerMonitor:
                         "error": self.health.error,
                     },
                 )
-            await asyncio.sleep(
-                state.next_interval(self.timings.interval, self.timings.unreachable_interval)
-            )
+            pause = state.next_interval(self.timings.interval, self.timings.unreachable_interval)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)

@@ -3,7 +3,10 @@
 A client connecting to an import's port is carried to one of the import's sources: for each
 candidate (load-balancing order, unreachable peers last) the egress policy is checked, then a
 CONNECT is sent over the peer's link; the first source that answers 200 carries the bytes.
-When no source can, the client gets a TCP reset.
+Each source costs at most ``connect_timeout`` to get a link (a black hole included). A peer
+with no link is dialed on demand (``PeerPool``); the last source tried, or one whose peer is
+marked unreachable, waits for the next dial on demand within that bound instead of failing at
+once. When no source can, the client gets a TCP reset.
 """
 
 from __future__ import annotations
@@ -270,9 +273,15 @@ class ImportManager:
             headers = {"x-clusterlink-export": export, "x-clusterlink-import": entry.name}
             if client_ip:
                 headers["x-clusterlink-client-ip"] = client_ip
+            # Dial on demand: a source tried last (every other one failed) or whose peer is
+            # marked unreachable (tried only after every reachable one failed) may wait for
+            # the next dial in backoff, within connect_timeout; others fail over at once.
+            last_resort = len(tried) == len(sources) or not self.peers.reachable(source.peer)
             sent = time.monotonic()
             try:
-                resp, stream = await pool.open_connect(headers, timeout=self.connect_timeout)
+                resp, stream = await pool.open_connect(
+                    headers, timeout=self.connect_timeout, wait_redial=last_resort
+                )
             except (OSError, TimeoutError) as exc:
                 attempt["result"] = f"unreachable: {exc or type(exc).__name__}"
                 kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"

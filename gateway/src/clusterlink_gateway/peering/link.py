@@ -877,18 +877,22 @@ async def dial(
     limits: Limits | None = None,
     keepalive: float = KEEPALIVE,
     on_lost: Callable[[ClientLink], None] | None = None,
+    on_tcp: Callable[[], None] | None = None,
 ) -> ClientLink:
     """Open one link to ``peer_name`` at ``host:port``; ConnectionError/TimeoutError on failure.
 
     ``timeout`` bounds the TCP connect, ``handshake_timeout`` (default: ``timeout``) the TLS
-    handshake after it: a restarting peer whose listening socket systemd holds accepts the TCP
-    connection at once and answers the handshake when its new process is up.
+    handshake after it (``on_tcp`` is called in between): a restarting peer whose listening
+    socket systemd holds accepts the TCP connection at once and answers the handshake when its
+    new process is up.
     """
     loop = asyncio.get_running_loop()
     lim = limits or Limits()
     try:
         async with asyncio.timeout(timeout):
             sock = await _tcp_connect(host, port)
+        if on_tcp is not None:
+            on_tcp()
         try:
             _, link = await loop.create_connection(
                 lambda: ClientLink(peer_name, lim, keepalive=keepalive, on_lost=on_lost),

@@ -1,4 +1,14 @@
-"""A pool of long-lived links to one remote peer, with endpoint failover and re-dialing."""
+"""A pool of long-lived links to one remote peer, with endpoint failover and re-dialing.
+
+Two kinds of dials. Background link maintenance (``_maintain``) keeps ``links`` links up with a
+per-endpoint backoff and waits up to ``handshake_timeout`` for a TLS handshake. A caller that
+needs a link now (a client's CONNECT, a heartbeat) waits at most ``connect_timeout`` for one,
+TCP connect and TLS handshake together; when no link is usable it dials on demand, one dial at
+a time, with its own short backoff (``ondemand.OnDemand``), even if every endpoint is in its
+background backoff: a peer that listens again is used at the next client. The one exception:
+a peer that said GOAWAY (a graceful restart) within the last ``handshake_timeout`` and whose
+TCP port accepts (systemd holds it) gets up to ``handshake_timeout`` for its handshake.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from typing import TypeVar
 
 from .h2core import Limits
 from .link import KEEPALIVE, ClientLink, NotProcessed, Response, Stream, dial
+from .ondemand import Action, OnDemand
 from .tls import TLSContexts
 
 log = logging.getLogger("clusterlink.peering")
@@ -20,6 +31,8 @@ T = TypeVar("T")
 MAX_BACKOFF = 8.0  # below the 10 s heartbeat interval of an unreachable peer
 MIN_LINK_LIFE = 1.0  # a link lost sooner than this without an answer counts as a failed dial
 MAX_ATTEMPTS = 6  # links tried for one request before giving up (each failure was transparent)
+ON_DEMAND_BASE = 0.05  # first backoff after a failed on-demand dial
+ON_DEMAND_CAP = 1.0  # at most this (and at most half of connect_timeout) between on-demand dials
 
 
 def _backoff(failures: int) -> float:
@@ -62,9 +75,15 @@ class PeerPool:
         self._born: dict[ClientLink, float] = {}
         self._answered: set[ClientLink] = set()
         self._attempt: asyncio.Task[ClientLink] | None = None
+        self._patient = False  # the dial in flight reached a restarting peer's TCP port
+        self._restart_until = 0.0  # the peer said GOAWAY: it may be restarting until then
+        self.on_demand = OnDemand(base=ON_DEMAND_BASE, cap=min(ON_DEMAND_CAP, connect_timeout / 2))
+        self.on_link_up: Callable[[], None] | None = None  # e.g. wake the heartbeat
+        self._new_link = asyncio.Event()  # set (and replaced) whenever a link comes up
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
         self._turn = 0
+        self._dialing = ""
 
     # -- public --------------------------------------------------------------------------------
 
@@ -97,14 +116,18 @@ class PeerPool:
         headers: dict[str, str] | None = None,
         body: bytes = b"",
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+        wait_redial: bool = True,
     ) -> Response:
         """One request/response exchange, e.g. ``GET /healthz``; ``timeout`` bounds the answer
-        once a link carries it (dialing a link has its own bounds)."""
+        once a link carries it (getting a link takes at most ``connect_timeout``; with
+        ``wait_redial`` false a dial on demand in backoff refuses at once instead of waiting
+        for the next one)."""
         return await self._on_some_link(
             lambda link: link.request(
                 method, path, authority=self.peer_name, headers=headers, body=body
             ),
             timeout,
+            wait_redial,
         )
 
     async def open_connect(
@@ -112,11 +135,14 @@ class PeerPool:
         headers: dict[str, str],
         *,
         timeout: float = 3.0,  # noqa: ASYNC109 - part of the API the data plane calls
+        wait_redial: bool = True,
     ) -> tuple[Response, Stream | None]:
         """CONNECT with ``headers``: (200 response, stream) or (refusal with its body, None);
-        ``timeout`` as in ``request``."""
+        ``timeout`` and ``wait_redial`` as in ``request``."""
         authority = f"{self.peer_name}:443"
-        return await self._on_some_link(lambda link: link.open_connect(authority, headers), timeout)
+        return await self._on_some_link(
+            lambda link: link.open_connect(authority, headers), timeout, wait_redial
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -136,25 +162,23 @@ class PeerPool:
     # -- internals -----------------------------------------------------------------------------
 
     async def _on_some_link(
-        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float
+        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float, wait_redial: bool
     ) -> T:
         """Run ``op`` on a link, on another one when the peer did not process it (GOAWAY of a
-        peer shutting down, link lost). A new link may wait for a restarting peer's handshake:
-        the whole call is bounded by ``answer_within`` plus the dial's bounds, each answer by
-        ``answer_within``."""
-        limit = answer_within + self.connect_timeout + self.handshake_timeout
-        async with asyncio.timeout(limit):
-            return await self._retrying(op, answer_within)
-
-    async def _retrying(self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float) -> T:
+        peer shutting down, link lost). Getting links takes at most ``connect_timeout`` in all
+        (unless a restarting peer's handshake is awaited, see the module docstring), each
+        answer at most ``answer_within``."""
+        loop = asyncio.get_running_loop()
+        link_by = loop.time() + self.connect_timeout
         last: Exception | None = None
         for _ in range(MAX_ATTEMPTS):
-            link = await self._get_link()
+            link = await self._get_link(link_by, wait_redial)
             try:
                 async with asyncio.timeout(answer_within):
                     result = await op(link)
             except NotProcessed as exc:
                 last = exc
+                self._note_goaway(link)
                 log.debug(
                     "request not processed; retrying on another link",
                     extra={"peer": self.peer_name, "reason": str(exc)},
@@ -164,10 +188,14 @@ class PeerPool:
             return result
         raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
 
-    async def _get_link(self) -> ClientLink:
-        if self._closed:
-            raise ConnectionError(f"peer {self.peer_name}: pool is closed")
+    async def _get_link(self, deadline: float, wait_redial: bool = True) -> ClientLink:
+        """A usable link by ``deadline`` (loop time): an existing one, the dial in flight, or
+        a dial on demand (in its backoff: the next one if ``wait_redial`` and it starts before
+        ``deadline``); TimeoutError or ConnectionError (with the reason) otherwise."""
+        loop = asyncio.get_running_loop()
         while True:
+            if self._closed:
+                raise ConnectionError(f"peer {self.peer_name}: pool is closed")
             usable = [link for link in self._links if link.usable]
             if usable:
                 if len(usable) < self.target_links:
@@ -176,15 +204,37 @@ class PeerPool:
                 self._turn += 1
                 start = self._turn % len(usable)
                 return min(usable[start:] + usable[:start], key=lambda link: link.active_streams)
-            if self._attempt is None or self._attempt.done():
-                if not self._eligible():
-                    raise ConnectionError(self._unreachable_reason())
-                self._start_attempt()
-            assert self._attempt is not None
-            link = await asyncio.shield(self._attempt)
-            if link.usable:
-                self._maintain()
-                return link
+            now = loop.time()
+            if self._attempt is not None and not self._attempt.done():
+                await self._join(self._attempt, deadline)
+                continue
+            decision = self.on_demand.decide(now, deadline - now if wait_redial else 0.0)
+            if decision.action is Action.DIAL:
+                self._start_attempt(on_demand=True)
+            elif decision.action is Action.WAIT:  # until the next dial, or a link from elsewhere
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_link.wait(), decision.until - now)
+            elif decision.action is Action.REFUSE:
+                raise ConnectionError(
+                    f"{self._unreachable_reason()}; next dial in {decision.until - now:.2f} s"
+                )
+            else:  # JOIN without a task cannot happen; do not spin if it does
+                await asyncio.sleep(0.01)
+
+    async def _join(self, attempt: asyncio.Task[ClientLink], deadline: float) -> None:
+        """Wait for the dial in flight until ``deadline``, or to its end if it reached a
+        restarting peer's port; its failure is not ours (the caller decides again)."""
+        loop = asyncio.get_running_loop()
+        done, _ = await asyncio.wait({attempt}, timeout=max(deadline - loop.time(), 0))
+        if not done and self._patient:
+            done, _ = await asyncio.wait({attempt})
+        if not done:
+            raise TimeoutError(
+                f"peer {self.peer_name}: no link within {self.connect_timeout:g} s "
+                f"(dialing {self._dialing or 'its endpoints'})"
+            )
+        if not attempt.cancelled() and attempt.exception() is None and attempt.result().usable:
+            self._maintain()
 
     def _eligible(self) -> list[_Endpoint]:
         now = asyncio.get_running_loop().time()
@@ -202,31 +252,55 @@ class PeerPool:
         )
         return f"peer {self.peer_name}: no endpoint reachable ({errors})"
 
-    def _start_attempt(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._dial_once())
+    def _start_attempt(self, *, on_demand: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._patient = False
+        if on_demand:
+            self.on_demand.started(loop.time())
+        task = loop.create_task(self._dial_once(on_demand=on_demand))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if on_demand:
+            task.add_done_callback(
+                lambda t: self.on_demand.finished(
+                    loop.time(), not t.cancelled() and t.exception() is None
+                )
+            )
         self._attempt = task
 
-    async def _dial_once(self) -> ClientLink:
-        """Try the eligible endpoints in order of health; the first link that comes up wins."""
+    def _note_goaway(self, link: ClientLink) -> None:
+        """A peer's GOAWAY announces a (graceful) restart: allow waiting out its handshake."""
+        if link.closed_gracefully and not link.closed_locally:
+            loop = asyncio.get_running_loop()
+            self._restart_until = loop.time() + self.handshake_timeout
+
+    def _on_tcp(self) -> None:
+        if asyncio.get_running_loop().time() < self._restart_until:
+            self._patient = True
+
+    async def _dial_once(self, *, on_demand: bool = False) -> ClientLink:
+        """Try the endpoints in order of health; the first link that comes up wins.
+
+        In the background only endpoints out of their backoff are tried, each with the TCP
+        and handshake bounds; on demand every endpoint may be tried, all within
+        ``connect_timeout`` (the handshake of a restarting peer excepted)."""
         loop = asyncio.get_running_loop()
         candidates = self._eligible()
+        if on_demand:
+            order = {id(ep): i for i, ep in enumerate(self._endpoints)}
+            candidates += sorted(
+                (ep for ep in self._endpoints if ep not in candidates),
+                key=lambda ep: (ep.next_try, order[id(ep)]),
+            )
         if not candidates:
             raise ConnectionError(self._unreachable_reason())
+        deadline = loop.time() + self.connect_timeout
         for ep in candidates:
+            if on_demand and loop.time() >= deadline:
+                break  # the rest are not tried, so not counted as failed
             host, port = ep.address
+            self._dialing = f"{host}:{port}"
             try:
-                link = await dial(
-                    host,
-                    port,
-                    self.peer_name,
-                    self.tls,
-                    timeout=self.connect_timeout,
-                    handshake_timeout=self.handshake_timeout,
-                    limits=self._limits,
-                    keepalive=self._keepalive,
-                    on_lost=self._on_lost,
-                )
+                link = await self._dial_endpoint(ep, deadline if on_demand else None)
             except (ConnectionError, TimeoutError, OSError) as exc:
                 ep.failures += 1
                 ep.next_try = loop.time() + _backoff(ep.failures)
@@ -242,6 +316,8 @@ class PeerPool:
                     },
                 )
                 continue
+            finally:
+                self._dialing = ""
             if self._closed or ep not in self._endpoints:
                 link.close()
                 continue
@@ -250,11 +326,53 @@ class PeerPool:
             if ep.failures:
                 log.info(
                     "peer endpoint reachable again",
-                    extra={"peer": self.peer_name, "endpoint": f"{host}:{port}"},
+                    extra={
+                        "peer": self.peer_name,
+                        "endpoint": f"{host}:{port}",
+                        "on_demand": on_demand,
+                    },
                 )
             ep.failures, ep.next_try, ep.last_error = 0, 0.0, ""
+            self._new_link.set()
+            self._new_link = asyncio.Event()
+            if self.on_link_up is not None:
+                self.on_link_up()
             return link
         raise ConnectionError(self._unreachable_reason())
+
+    async def _dial_endpoint(self, ep: _Endpoint, deadline: float | None) -> ClientLink:
+        """One link to ``ep``. In the background: TCP within ``connect_timeout``, TLS within
+        ``handshake_timeout``. On demand (``deadline``): both by the deadline, unless the peer
+        is restarting (then its handshake may take ``handshake_timeout``)."""
+        host, port = ep.address
+        loop = asyncio.get_running_loop()
+        tcp_bound, tls_bound = self.connect_timeout, self.handshake_timeout
+        bound: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+        if deadline is not None:
+            tcp_bound = deadline - loop.time()
+            if tcp_bound <= 0:
+                raise TimeoutError("no time left within connect_timeout")
+            if loop.time() >= self._restart_until:
+                tls_bound = tcp_bound
+                bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await dial(
+                    host,
+                    port,
+                    self.peer_name,
+                    self.tls,
+                    timeout=tcp_bound,
+                    handshake_timeout=tls_bound,
+                    limits=self._limits,
+                    keepalive=self._keepalive,
+                    on_lost=self._on_lost,
+                    on_tcp=self._on_tcp,
+                )
+        except TimeoutError:
+            raise TimeoutError(
+                f"no link within {self.connect_timeout:g} s (TCP connect or TLS handshake)"
+            ) from None
 
     def _maintain(self) -> None:
         """Keep ``target_links`` links up, in the background, with backoff."""
@@ -288,6 +406,7 @@ class PeerPool:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
+        self._note_goaway(link)
         short_lived = born is not None and loop.time() - born < MIN_LINK_LIFE
         if short_lived and not answered and not (link.closed_gracefully or link.closed_locally):
             for ep in self._endpoints:
