@@ -54,14 +54,17 @@ class TestCA:
         dns: list[str] | None = None,
         days: int = 30,
         expired: bool = False,
+        san: bool = True,
     ) -> Issued:
+        """A fabric certificate for ``name`` (CN), DNS SANs ``dns`` (default ``[name]``);
+        ``san=False``: no SAN extension at all (a CN-only certificate, ``<name>-cn-only.crt``)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         if expired:
             start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
         else:
             start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(self.cert.subject)
@@ -69,11 +72,14 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(
+        )
+        if san:
+            builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in (dns or [name])]),
                 critical=False,
             )
-            .add_extension(
+        cert = (
+            builder.add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
@@ -82,7 +88,8 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
-        out = Issued(self.dir / f"{name}.crt", self.dir / f"{name}.key")
+        stem = name if san else f"{name}-cn-only"
+        out = Issued(self.dir / f"{stem}.crt", self.dir / f"{stem}.key")
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         out.key.write_bytes(
             key.private_bytes(

@@ -16,6 +16,7 @@ from ..config import Config
 from ..metrics import Metrics
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
+from ..peering.admission import Admission
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from .imports import ImportManager
@@ -38,6 +39,10 @@ class DataPlane:
         )
         self.engine = PolicyEngine()
         self.metrics = Metrics()
+        peers = registry.objects["peers"]
+        self.admission = Admission(
+            peers.__contains__, open_fabric=config.listen.open_fabric
+        )  # closed fabric: only names of Peer objects hold links on the peer port
         self.peers = PeerManager(config, self.tls)
         self.imports = ImportManager(
             registry,
@@ -56,6 +61,7 @@ class DataPlane:
             local,
             dial_timeout=config.dataplane.dial_timeout,
             metrics=self.metrics,
+            admission=self.admission,
         )
         self._server: asyncio.AbstractServer | None = None
         self._links: set[Any] = set()
@@ -67,6 +73,8 @@ class DataPlane:
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
         if kind.plural == "peers":
+            if new is None:
+                self.close_links_of(name)
             await self.peers.apply(name, new)
         elif kind.plural == "imports":
             await self.imports.apply(name, new)
@@ -77,6 +85,18 @@ class DataPlane:
                 assert isinstance(new.obj, Policy)
                 self.engine.set(name, new.obj.spec)
         # exports are looked up per CONNECT: nothing to apply
+
+    def close_links_of(self, name: str) -> int:
+        """Close the links from peer ``name`` (its streams are cut) unless it is still admitted;
+        how many were closed. Called when its Peer object goes away."""
+        if self.admission.admits(name):
+            return 0
+        doomed = [link for link in self._links if link.peer == name]
+        for link in doomed:
+            link.close()
+        if doomed:
+            log.info("links of a removed peer closed", extra={"peer": name, "links": len(doomed)})
+        return len(doomed)
 
     def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
         reach = GaugeMetricFamily(
@@ -125,6 +145,7 @@ class DataPlane:
             links=self._links,
             on_handshake_failure=self._handshake_failed,
             sock=sock,
+            admission=self.admission,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
         self.imports.start()

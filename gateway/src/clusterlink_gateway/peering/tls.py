@@ -89,14 +89,18 @@ def _name_from(cert: dict[str, Any]) -> str | None:
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
-    """The verified peer name: first DNS SAN of its certificate, else its CN; None if none."""
+    """The verified peer name: first DNS SAN of its certificate; None if it has none (a CN is
+    never a peer's identity)."""
     if ssl_object is None:
         return None
     try:
         cert = ssl_object.getpeercert()
     except (ValueError, ssl.SSLError):
         return None
-    return _name_from(cert) if cert else None
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        if kind == "DNS" and value:
+            return str(value)
+    return None
 
 
 def _not_after(cert: dict[str, Any]) -> dt.datetime | None:
