@@ -73,6 +73,8 @@ class Fabric:
         """Peer ``on`` with ``peer`` (replacing an existing Peer object of that name) and, with
         ``mutual``, make sure ``peer`` has a Peer object for ``on`` too: a peer port admits only
         the names of its Peer objects, and a real fabric (site.yml) is a full mesh."""
+        if mutual:  # first, so that ``on``'s first dial is admitted
+            self.ensure_peer(peer, on)
         body = {
             "name": peer,
             "labels": labels or {},
@@ -85,8 +87,6 @@ class Fabric:
             if exc.status != 409:
                 raise
             client.replace("peers", peer, body)
-        if mutual:
-            self.ensure_peer(peer, on)
 
     def ensure_peer(self, on: str, peer: str) -> None:
         """``on`` has a Peer object named ``peer`` (created without labels if missing)."""
