@@ -39,10 +39,9 @@ class DataPlane:
         )
         self.engine = PolicyEngine()
         self.metrics = Metrics()
+        # closed fabric (the default): only the names of Peer objects hold peer-port links
         peers = registry.objects["peers"]
-        self.admission = Admission(
-            peers.__contains__, open_fabric=config.listen.open_fabric
-        )  # closed fabric: only names of Peer objects hold links on the peer port
+        self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
         self.peers = PeerManager(config, self.tls)
         self.imports = ImportManager(
             registry,

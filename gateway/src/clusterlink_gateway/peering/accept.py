@@ -185,10 +185,11 @@ class PeerAcceptor:
         name: str | None = None,
     ) -> None:
         """Count one refusal and log it: at most one line per reason and certificate name per
-        minute for a refused certificate, otherwise at most LOG_LINES_PER_SECOND lines."""
+        minute for a refused certificate (``name``: the name it claimed, set by the link as
+        ``refused_name``), otherwise at most LOG_LINES_PER_SECOND lines."""
         if self.on_failure is not None:
             self.on_failure(reason)
-        if reason in (NO_DNS_SAN, UNKNOWN_PEER):
+        if name is not None or reason in (NO_DNS_SAN, UNKNOWN_PEER):
             ok, suppressed = self._named.allow(reason, name)
         else:
             ok, suppressed = self._limit.allow()
