@@ -232,12 +232,17 @@ class GatewayPair(Tunnel):
         name = ctx.next_name(self.variant)
         root = ctx.workdir / name
         root.mkdir(parents=True)
-        b_port = free_port()
+        b_port, a_port = free_port(), free_port()
         _, b = self._spawn("gw-b", f"{name}-gw-b", self._config(root, "gw-b", b_port))
         for export, port in ((self.kind, self.target), ("probe", ctx.sinks.hold)):
             b.create("exports", {"name": export, "spec": {"host": "127.0.0.1", "port": port}})
         b.create("policies", ALLOW_ALL)
-        _, a = self._spawn("gw-a", f"{name}-gw-a", self._config(root, "gw-a", free_port()))
+        # gw-b admits gw-a on its peer port only with a Peer object for it
+        b.create(
+            "peers",
+            {"name": "gw-a", "spec": {"gateways": [{"host": "127.0.0.1", "port": a_port}]}},
+        )
+        _, a = self._spawn("gw-a", f"{name}-gw-a", self._config(root, "gw-a", a_port))
         a.create(
             "peers",
             {"name": "gw-b", "spec": {"gateways": [{"host": "127.0.0.1", "port": b_port}]}},

@@ -47,6 +47,18 @@ options:
           - Peer port of the gateway.
         type: int
         default: 443
+  client_attributes:
+    description:
+      - Whether this gateway, when it exports a service, uses the client attributes (the
+        client's address, matched by C(clientCIDRs) in access policies) that this peer asserts
+        for the connections it forwards. They are asserted by the importing site, not observed.
+      - V(honor) uses them; V(ignore) evaluates the policies as if the client address were
+        unknown (an allow restricted by C(clientCIDRs) then does not match).
+      - Omitted, the gateway's default applies (the field is unset) - honour them only if the
+        peer's certificate chains to the fabric CA, which is the case for every site of the
+        fabric.
+    type: str
+    choices: [honor, ignore]
 seealso:
   - module: clusterlink.fabric.gateway_info
   - module: clusterlink.fabric.imported_service
@@ -64,6 +76,13 @@ EXAMPLES = r"""
       - host: 198.18.0.21
       - host: gw2.west.example.com
         port: 8443
+
+- name: Peer with a partner site whose claimed client addresses must not count in policies
+  clusterlink.fabric.peer:
+    name: partner
+    gateways:
+      - host: 203.0.113.7
+    client_attributes: ignore
 
 - name: Set the admin socket once for every ClusterLink module of a play
   module_defaults:
@@ -102,7 +121,9 @@ peer:
       type: dict
       returned: always
     spec:
-      description: The endpoints, C(gateways), each with C(host) and C(port).
+      description:
+        - The endpoints, C(gateways), each with C(host) and C(port), and C(client_attributes)
+          if it is set.
       type: dict
       returned: always
     status:
@@ -139,19 +160,26 @@ class Peer(GatewayResource):
                 port=dict(type="int", default=443),
             ),
         ),
+        client_attributes=dict(type="str", choices=["honor", "ignore"]),
     )
     required_for_present = ["gateways"]
 
     def spec_from_params(self):
-        return {"gateways": self.params["gateways"] or []}
+        spec = {"gateways": self.params["gateways"] or []}
+        if self.params["client_attributes"] is not None:  # unset: the gateway's default
+            spec["client_attributes"] = self.params["client_attributes"]
+        return spec
 
     def normalize_spec(self, spec):
-        return {
+        out = {
             "gateways": [
                 {"host": gw.get("host"), "port": 443 if gw.get("port") is None else gw["port"]}
                 for gw in spec.get("gateways") or []
             ],
         }
+        if spec.get("client_attributes") is not None:  # unset: absent, as the API shows it
+            out["client_attributes"] = spec["client_attributes"]
+        return out
 
 
 def main():

@@ -61,6 +61,10 @@ class PeerListener(Strict):
     address: IPAddress = "0.0.0.0"
     port: Port = 443
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)
+    open_fabric: bool = Field(
+        default=False,
+        description="admit any fabric-CA certificate with a DNS SAN, not only Peer objects",
+    )
 
 
 class AdminTCP(Strict):

@@ -236,6 +236,9 @@ def test_requests_with_a_valid_certificate(site) -> None:
     fabric, port = site
     cl1 = fabric.ca.issue("cl1")
     cl2 = fabric.ca.issue("cl2")
+    # cl2 is a Peer of cl0 (admitted on the peer port), not in allowed_peers of http-echo
+    dead_end = {"gateways": [{"host": "127.0.0.1", "port": 9}]}
+    fabric.client("cl0").create("peers", {"name": "cl2", "spec": dead_end})
     with tls_client(fabric, cl1, fabric.ca.ca_path) as sock:
         status, body, _ = h2_request(
             sock,

@@ -34,7 +34,9 @@ def self_import(fabric: Fabric) -> int:
 
 
 def test_peer_status_follows_the_peer(fabric: Fabric) -> None:
-    fabric.add_peer("cl0", "cl1")
+    # cl1 admits cl0 without a Peer for it (open fabric) and so never heartbeats it itself
+    fabric.start("cl1", extra={"listen": {"open_fabric": True}})
+    fabric.add_peer("cl0", "cl1", mutual=False)
     wait_reachable(fabric, "cl0", "cl1", True)
     status = fabric.client("cl0").get("peers", "cl1")["status"]
     assert status["last_seen"] and status["rtt_ms"] is not None and status["links"] >= 1
@@ -74,6 +76,7 @@ def test_two_gateway_processes_for_one_site(fabric: Fabric) -> None:
     a = fabric.start("cl0")
     b = fabric.start("cl0-b", peer_name="cl0")
     for gw in (a, b):
+        gw.client.create("peers", {"name": "cl1", "spec": {"gateways": [fabric.endpoint("cl1")]}})
         gw.client.create(
             "exports", {"name": "http-echo", "spec": {"port": fabric.echo_port("cl0")}}
         )

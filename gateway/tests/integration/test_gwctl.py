@@ -77,6 +77,19 @@ def test_create_get_update_delete_each_kind(gateway: GatewayProcess) -> None:
         {"host": "10.0.0.2", "port": 8443},
     ]
     assert peer["labels"] == {"env": "prod"}
+    assert "client_attributes" not in peer["spec"]  # unset: the default
+    table = ok(gwctl(gateway, "get", "peers")).splitlines()
+    assert "CLIENT ATTRS" in table[0] and "default" in table[1]
+    ok(gwctl(gateway, "update", "peer", "cl1", "--client-attributes", "ignore"))
+    peer = json.loads(ok(gwctl(gateway, "-o", "json", "get", "peer", "cl1")))
+    assert peer["spec"]["client_attributes"] == "ignore"
+    assert len(peer["spec"]["gateways"]) == 2  # the other fields are kept
+    assert "ignore" in ok(gwctl(gateway, "get", "peers")).splitlines()[1]
+    ok(gwctl(gateway, "update", "peer", "cl1", "--client-attributes", "default"))
+    assert (
+        "client_attributes"
+        not in json.loads(ok(gwctl(gateway, "-o", "json", "get", "peer", "cl1")))["spec"]
+    )
     imp = yaml.safe_load(ok(gwctl(gateway, "-o", "yaml", "get", "import", "db")))
     assert imp["spec"]["sources"] == [
         {"peer": "cl1", "export": None},

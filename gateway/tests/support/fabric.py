@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clusterlink_gateway.client import AdminClient
+from clusterlink_gateway.client import AdminClient, APIError
 
 from .gateway import GatewayProcess
 from .pki import TestCA
@@ -61,11 +61,41 @@ class Fabric:
         listen = self[name].config["listen"]
         return {"host": listen["address"], "port": listen["port"]}
 
-    def add_peer(self, on: str, peer: str, labels: dict[str, str] | None = None) -> None:
-        self.client(on).create(
-            "peers",
-            {"name": peer, "labels": labels or {}, "spec": {"gateways": [self.endpoint(peer)]}},
-        )
+    def add_peer(
+        self,
+        on: str,
+        peer: str,
+        labels: dict[str, str] | None = None,
+        *,
+        mutual: bool = True,
+        **spec: Any,
+    ) -> None:
+        """Peer ``on`` with ``peer`` (replacing an existing Peer object of that name) and, with
+        ``mutual``, make sure ``peer`` has a Peer object for ``on`` too: a peer port admits only
+        the names of its Peer objects, and a real fabric (site.yml) is a full mesh."""
+        if mutual:  # first, so that ``on``'s first dial is admitted
+            self.ensure_peer(peer, on)
+        body = {
+            "name": peer,
+            "labels": labels or {},
+            "spec": {"gateways": [self.endpoint(peer)], **spec},
+        }
+        client = self.client(on)
+        try:
+            client.create("peers", body)
+        except APIError as exc:
+            if exc.status != 409:
+                raise
+            client.replace("peers", peer, body)
+
+    def ensure_peer(self, on: str, peer: str) -> None:
+        """``on`` has a Peer object named ``peer`` (created without labels if missing)."""
+        body = {"name": peer, "spec": {"gateways": [self.endpoint(peer)]}}
+        try:
+            self.client(on).create("peers", body)
+        except APIError as exc:
+            if exc.status != 409:
+                raise
 
     def export_echo(self, on: str, name: str = "http-echo", **spec: Any) -> None:
         gateway = self[on]  # started with its echo service on first use

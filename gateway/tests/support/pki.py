@@ -58,6 +58,8 @@ class TestCA:
         san: bool = True,
         not_yet_valid: bool = False,
     ) -> Issued:
+        """A fabric certificate for ``name`` (CN), DNS SANs ``dns`` (default ``[name]``);
+        ``san=False``: no SAN extension at all (a CN-only certificate, ``<name>-cn-only.crt``)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         if expired:
@@ -90,7 +92,8 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
-        out = Issued(self.dir / f"{name}.crt", self.dir / f"{name}.key", cert.serial_number)
+        stem = name if san else f"{name}-cn-only"
+        out = Issued(self.dir / f"{stem}.crt", self.dir / f"{stem}.key", cert.serial_number)
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         out.key.write_bytes(
             key.private_bytes(

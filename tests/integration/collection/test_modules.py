@@ -55,6 +55,7 @@ SCENARIOS = [
         update={
             "labels": {"env": "prod", "tier": 1},
             "gateways": [{"host": "127.0.0.1", "port": 4443}, {"host": "gw2.west.example"}],
+            "client_attributes": "ignore",
         },
         updated={
             "labels": {"env": "prod", "tier": "1"},
@@ -62,7 +63,8 @@ SCENARIOS = [
                 "gateways": [
                     {"host": "127.0.0.1", "port": 4443},
                     {"host": "gw2.west.example", "port": 443},
-                ]
+                ],
+                "client_attributes": "ignore",
             },
         },
         update_field=(
@@ -363,6 +365,11 @@ BAD_INPUT = [
         "peer",
         {"name": "bad-host", "gateways": [{"host": "no such host!"}]},
         "spec.gateways[0].host",
+    ),
+    (
+        "peer",
+        {"name": "bad-ca", "gateways": [{"host": "h"}], "client_attributes": "trust"},
+        "client_attributes",  # not one of honor, ignore: refused by the module
     ),
     (
         "imported_service",

@@ -240,3 +240,19 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
     )
     assert [r["item"] for r in pruned["results"]] == ["extra"]
     assert pruned["results"][0]["diff"]["before"]["name"] == "extra"
+
+    # client_attributes on one peer (site-b, as exporter, ignores the client addresses that
+    # site-a asserts): check mode predicts it, the run writes it, a re-run changes nothing.
+    hosts["site-b"] = {
+        **hosts["site-b"],
+        "clusterlink_peers": [{"name": "site-a", "client_attributes": "ignore"}],
+    }
+    run = play(ansible, hosts, *limit, "--check", "--diff")
+    assert run.changed("site-b") == 1 and run.changed("site-a") == 0, run.stats
+    assert "client_attributes" not in b.client.get("peers", "site-a")["spec"]
+    run = play(ansible, hosts, *limit, "--diff")
+    assert run.changed("site-b") == 1, run.stats
+    peer = b.client.get("peers", "site-a")
+    assert peer["spec"]["client_attributes"] == "ignore"
+    assert peer["labels"] == {"env": "prod", "region": "eu"}  # still from the inventory
+    assert play(ansible, hosts, *limit).changed() == 0

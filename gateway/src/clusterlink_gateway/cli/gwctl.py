@@ -74,6 +74,10 @@ def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) 
     if kind.plural == "peers":
         if args.gateway:
             given["gateways"] = [_endpoint(g, "--gateway") for g in args.gateway]
+        if args.client_attributes == "default":
+            spec.pop("client_attributes", None)
+        else:
+            given["client_attributes"] = args.client_attributes
     elif kind.plural == "exports":
         given.update(host=args.host, port=args.port)
         if args.allowed_peer is not None:
@@ -229,6 +233,12 @@ def _object_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append", metavar="KEY=VALUE")
     peer = parser.add_argument_group("peer")
     peer.add_argument("--gateway", action="append", metavar="HOST:PORT")
+    peer.add_argument(
+        "--client-attributes",
+        choices=["honor", "ignore", "default"],
+        help="as exporter, use the client address this peer asserts (honor), not (ignore), or "
+        "the default (honour peers of the fabric CA)",
+    )
     exp = parser.add_argument_group("export / import")
     exp.add_argument("--host", help="export: target host")
     exp.add_argument("--port", type=int, help="export: target port; import: listen port")

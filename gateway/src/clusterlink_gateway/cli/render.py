@@ -35,6 +35,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "peers": [
         ("NAME", lambda o: o["name"]),
         ("GATEWAYS", lambda o: _join([f"{g['host']}:{g['port']}" for g in o["spec"]["gateways"]])),
+        ("CLIENT ATTRS", lambda o: o["spec"].get("client_attributes") or "default"),
         ("REACHABLE", lambda o: _reach(o["status"].get("reachable"))),
         ("LAST SEEN", lambda o: o["status"].get("last_seen") or "-"),
         ("LABELS", lambda o: _labels(o["status"].get("labels") or o["labels"])),

@@ -17,7 +17,13 @@ from typing import Any
 from ..metrics import Metrics
 from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
-from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
+from ..peering.admission import OPEN, UNKNOWN_PEER, Admission
+from ..policy.attributes import (
+    asserted_client_ip,
+    destination_attributes,
+    parse_client_ip,
+    source_attributes,
+)
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
 from .request import RequestError, parse_connect, shorten
@@ -44,8 +50,10 @@ class IngressHandler:
         *,
         dial_timeout: float,
         metrics: Metrics,
+        admission: Admission = OPEN,
     ) -> None:
         self.metrics = metrics
+        self.admission = admission
         self.registry = registry
         self.engine = engine
         self.local = local
@@ -84,6 +92,9 @@ class IngressHandler:
 
     async def _connect(self, req: IncomingStream) -> None:
         caller = req.peer
+        if not self.admission.admits(caller):  # its Peer went away; its links are closing
+            self._refuse(req, 403, UNKNOWN_PEER, f"peer {caller!r} is not a Peer here")
+            return
         try:
             request = parse_connect(req.method, req.authority, req.path, req.headers)
         except RequestError as exc:
@@ -114,9 +125,14 @@ class IngressHandler:
             message = f"peer {caller!r} is not in allowed_peers of {export_name!r}"
             self._refuse(req, 403, "not-allowed", message)
             return
-        client_ip = request.client_ip
+        peer = self._caller(caller)
+        client_ip = asserted_client_ip(
+            request.client_ip,
+            peer.spec.client_attributes if peer is not None else None,
+            fabric=req.peer_fabric,
+        )
         decision = self.engine.decide(
-            source_attributes(caller, self._caller_labels(caller), client_ip),
+            source_attributes(caller, dict(peer.labels) if peer else {}, client_ip),
             destination_attributes(
                 self.local["peer_name"], self.local["labels"], export_name, export.labels
             ),
@@ -130,7 +146,8 @@ class IngressHandler:
                 extra={
                     "peer": caller,
                     "export": export_name,
-                    "client": client_ip,
+                    "client": request.client_ip,
+                    "client_ignored": client_ip != request.client_ip,
                     "decision": str(decision),
                 },
             )
@@ -156,7 +173,9 @@ class IngressHandler:
         m.ingress_active.inc()
         started = time.monotonic()
         relay.closed.add_done_callback(
-            lambda _: self._closed(export_name, caller, relay, client_ip, str(decision), started)
+            lambda _: self._closed(
+                export_name, caller, relay, request.client_ip, str(decision), started
+            )
         )
 
     def _closed(
@@ -186,12 +205,13 @@ class IngressHandler:
         m.export_bytes.labels(export, "in").inc(relay.bytes_out)  # from the peer to the export
         m.export_bytes.labels(export, "out").inc(relay.bytes_in)
 
-    def _caller_labels(self, caller: str) -> dict[str, str]:
+    def _caller(self, caller: str) -> Peer | None:
+        """Our Peer object for the caller (its labels, client_attributes), if any."""
         entry = self.registry.objects["peers"].get(caller)
         if entry is None:
-            return {}
+            return None
         assert isinstance(entry.obj, Peer)
-        return dict(entry.obj.labels)
+        return entry.obj
 
 
 def _address(req: IncomingStream) -> str:

@@ -16,6 +16,7 @@ from ..config import Config, tls_settings
 from ..metrics import Metrics
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
+from ..peering.admission import Admission
 from ..peering.tls import TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
@@ -46,6 +47,9 @@ class DataPlane:
         self.metrics = Metrics()
         self.tls.on_outcome = self._tls_outcome
         self.tls.subscribers.append(self._tls_changed)
+        # closed fabric (the default): only the names of Peer objects hold peer-port links
+        peers = registry.objects["peers"]
+        self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
         self.peers = PeerManager(config, self.tls)
         self.imports = ImportManager(
             registry,
@@ -64,6 +68,7 @@ class DataPlane:
             local,
             dial_timeout=config.dataplane.dial_timeout,
             metrics=self.metrics,
+            admission=self.admission,
         )
         self._server: asyncio.AbstractServer | None = None
         self._links: set[Any] = set()
@@ -75,6 +80,8 @@ class DataPlane:
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
         if kind.plural == "peers":
+            if new is None:
+                self.close_links_of(name)
             await self.peers.apply(name, new)
         elif kind.plural == "imports":
             await self.imports.apply(name, new)
@@ -85,6 +92,18 @@ class DataPlane:
                 assert isinstance(new.obj, Policy)
                 self.engine.set(name, new.obj.spec)
         # exports are looked up per CONNECT: nothing to apply
+
+    def close_links_of(self, name: str) -> int:
+        """Close the links from peer ``name`` (its streams are cut) unless it is still admitted;
+        how many were closed. Called when its Peer object goes away."""
+        if self.admission.admits(name):
+            return 0
+        doomed = [link for link in self._links if link.peer == name]
+        for link in doomed:
+            link.close()
+        if doomed:
+            log.info("links of a removed peer closed", extra={"peer": name, "links": len(doomed)})
+        return len(doomed)
 
     def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
         reach = GaugeMetricFamily(
@@ -133,6 +152,7 @@ class DataPlane:
             links=self._links,
             on_handshake_failure=self._handshake_failed,
             sock=sock,
+            admission=self.admission,
         )
         self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()

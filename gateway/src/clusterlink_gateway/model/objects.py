@@ -24,8 +24,19 @@ class Gateway(Strict):
     port: Port = 443
 
 
+CLIENT_ATTRIBUTES = ("honor", "ignore")
+
+
 class PeerSpec(Strict):
     gateways: list[Gateway] = Field(min_length=1, max_length=64)
+    client_attributes: Literal["honor", "ignore"] | None = Field(
+        default=None,
+        description=(
+            "whether this gateway, as exporter, trusts the client address the peer asserts "
+            "for its connections (clientCIDRs): honor, ignore, or null = honour only if the "
+            "peer's certificate chains to the fabric CA"
+        ),
+    )
 
 
 class ExportSpec(Strict):
@@ -135,8 +146,7 @@ def kind_for(word: str) -> Kind:
 
 def object_document(kind: Kind, obj: _Envelope) -> dict[str, Any]:
     """The stored form of an object: name, labels and spec, defaults filled in."""
-    return {
-        "name": obj.name,
-        "labels": dict(obj.labels),
-        "spec": obj.spec.model_dump(mode="json", by_alias=True),
-    }
+    spec = obj.spec.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, Peer) and spec.get("client_attributes") is None:
+        del spec["client_attributes"]  # unset means the default: stored as before it existed
+    return {"name": obj.name, "labels": dict(obj.labels), "spec": spec}

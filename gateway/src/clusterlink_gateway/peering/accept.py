@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .tls import ALPN, peer_identity
+from .admission import NO_DNS_SAN, UNKNOWN_PEER, RefusalLog
+from .tls import ALPN
 
 log = logging.getLogger("clusterlink.peering")
 
@@ -28,7 +29,9 @@ REASONS = (
     "unknown-ca",  # its certificate is not from a CA in our fabric bundle
     "expired",  # its certificate expired (or is not valid yet)
     "bad-certificate",  # any other certificate verification failure
-    "bad-name",  # SNI is not our name, or the certificate carries no name
+    "bad-name",  # SNI is not our name
+    NO_DNS_SAN,  # the certificate names no site in a DNS SAN (CN only)
+    UNKNOWN_PEER,  # its name is not a Peer object here (and listen.open_fabric is off)
     "no-alpn",  # it did not negotiate ALPN h2
     "not-tls",  # it does not speak TLS (plain HTTP, garbage)
     "tls-error",  # any other TLS failure (protocol version, cipher, alert from the client)
@@ -49,6 +52,7 @@ _VERIFY_CODES = {
 _NOT_TLS = {"HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL"}
 
 LOG_LINES_PER_SECOND = 10  # above this, refusals are only counted (the next line says how many)
+NAMED_LOG_WINDOW = 60.0  # a refusal that names a certificate: one line per reason+name per window
 
 FailureHook = Callable[[str], None]
 
@@ -86,9 +90,7 @@ def admission_refusal(
     alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
     if alpn not in ALPN:
         return "no-alpn", f"ALPN {alpn or 'none'} instead of h2"
-    if not peer_identity(ssl_object):
-        return "bad-name", "certificate carries no name"
-    return None
+    return None  # the certificate's name is judged by ``admission.Admission``
 
 
 class _RateLimit:
@@ -151,6 +153,7 @@ class PeerAcceptor:
         self._loop = asyncio.get_running_loop()
         self._protocol_class = _tls_protocol_class(self._loop)
         self._limit = _RateLimit(LOG_LINES_PER_SECOND)
+        self._named = RefusalLog(NAMED_LOG_WINDOW)
 
     def wrap(self, app: Any) -> asyncio.BaseProtocol:
         """The protocol for one accepted TCP connection; ``app`` gets ``connection_made`` once
@@ -178,13 +181,24 @@ class PeerAcceptor:
                 return  # admitted
             refused = classify(None)  # closed before the handshake completed
         reason, detail = refused if refused is not None else classify(exc)
-        self.report(reason, detail, protocol.client_address)
+        self.report(reason, detail, protocol.client_address, getattr(app, "refused_name", None))
 
-    def report(self, reason: str, detail: str, address: tuple[str, int] | None) -> None:
-        """Count one refusal and log it (rate-limited)."""
+    def report(
+        self,
+        reason: str,
+        detail: str,
+        address: tuple[str, int] | None,
+        name: str | None = None,
+    ) -> None:
+        """Count one refusal and log it: at most one line per reason and certificate name per
+        minute for a refused certificate (``name``: the name it claimed, set by the link as
+        ``refused_name``), otherwise at most LOG_LINES_PER_SECOND lines."""
         if self.on_failure is not None:
             self.on_failure(reason)
-        ok, suppressed = self._limit.allow()
+        if name is not None or reason in (NO_DNS_SAN, UNKNOWN_PEER):
+            ok, suppressed = self._named.allow(reason, name)
+        else:
+            ok, suppressed = self._limit.allow()
         if not ok:
             return
         extra: dict[str, Any] = {
@@ -192,6 +206,8 @@ class PeerAcceptor:
             "reason": reason,
             "detail": detail,
         }
+        if name is not None:
+            extra["peer_name"] = name
         if suppressed:
             extra["suppressed"] = suppressed
         (log.info if reason == "closed" else log.warning)("peer handshake refused", extra=extra)

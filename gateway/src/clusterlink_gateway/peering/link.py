@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import h2core
 from .accept import FailureHook, PeerAcceptor, admission_refusal
+from .admission import OPEN, Admission, Refused
 from .h2core import H2Core, Limits
 from .tls import TLSContexts, peer_identity
 
@@ -286,6 +287,7 @@ class _Link(asyncio.Protocol):
         self._closing = False
         self.closed_locally = False  # we chose to close it (GOAWAY, drain), not a failure
         self.peer = ""
+        self.fabric = True  # the peer's certificate chains to the fabric CA (see admission)
         self.address: tuple[str, int] | None = None
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
@@ -558,6 +560,7 @@ class IncomingStream:
         self.link = link  # the carrying link (for metrics, tests and draining)
         self.stream = stream
         self.peer = link.peer
+        self.peer_fabric = link.fabric  # its certificate chains to the fabric CA
         self.method = ev.method
         self.path = ev.path
         self.authority = ev.authority
@@ -623,6 +626,7 @@ class ServerLink(_Link):
 
     client_side = False
     refused: tuple[str, str] | None = None  # (reason, detail) if refused after the handshake
+    refused_name: str | None = None  # the name the refused certificate claimed, for the log
 
     def __init__(
         self,
@@ -633,15 +637,26 @@ class ServerLink(_Link):
         keepalive: float,
         registry: set[ServerLink] | None = None,
         revoked: Callable[[Any], str | None] | None = None,
+        admission: Admission = OPEN,
     ) -> None:
         super().__init__(limits, idle_timeout=idle_timeout, keepalive=keepalive)
         self._revoked = revoked
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
         self._registry = registry
+        self._admission = admission
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        refused = admission_refusal(transport.get_extra_info("ssl_object"), self._revoked)
+        ssl_object = transport.get_extra_info("ssl_object")
+        refused = admission_refusal(ssl_object, self._revoked)
+        if refused is not None and refused[0] == "revoked":
+            self.refused_name = peer_identity(ssl_object)
+        elif refused is None:
+            verdict = self._admission.check(ssl_object)
+            if isinstance(verdict, Refused):
+                refused, self.refused_name = (verdict.reason, verdict.detail), verdict.name
+            else:
+                self.fabric = verdict.fabric
         if refused is not None:  # the acceptor logs and counts it
             self.refused = refused
             self._closing = True
@@ -713,6 +728,7 @@ async def start_peer_server(
     links: set[ServerLink] | None = None,
     on_handshake_failure: FailureHook | None = None,
     sock: socket.socket | None = None,
+    admission: Admission = OPEN,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -720,7 +736,8 @@ async def start_peer_server(
 
     ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
     ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
-    refused handshake is logged and passed to ``on_handshake_failure(reason)``.
+    refused handshake is logged and passed to ``on_handshake_failure(reason)``. ``admission``
+    decides which verified certificates may hold a link (default: any with a DNS SAN name).
     """
     lim = replace(
         limits or Limits(),
@@ -738,6 +755,7 @@ async def start_peer_server(
                 keepalive=keepalive,
                 registry=links,
                 revoked=tls.revoked,
+                admission=admission,
             )
         ),
         None if sock else host,

@@ -76,22 +76,17 @@ class _State:
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
-    """The verified peer name: first DNS SAN of its certificate, else its CN; None if none."""
+    """The verified peer name: first DNS SAN of its certificate; None if it has none (a CN is
+    never a peer's identity)."""
     if ssl_object is None:
         return None
     try:
         cert = ssl_object.getpeercert()
     except (ValueError, ssl.SSLError):
         return None
-    if not cert:
-        return None
-    for kind, value in cert.get("subjectAltName", ()):
+    for kind, value in (cert or {}).get("subjectAltName", ()):
         if kind == "DNS" and value:
             return str(value)
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value:
-                return str(value)
     return None
 
 

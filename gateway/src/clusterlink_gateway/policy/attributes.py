@@ -16,7 +16,9 @@ Who builds what:
   - destination = ``destination_attributes(own peer name, own labels, export name,
     the export's labels)``
 
-Pass the same client IP to ``PolicyEngine.decide`` for ``clientCIDRs`` matching.
+Pass the same client IP to ``PolicyEngine.decide`` for ``clientCIDRs`` matching. At the
+exporter the client IP is the importer's claim: ``asserted_client_ip`` drops it for peers whose
+Peer object says ``client_attributes: ignore`` (the policies then see an unknown address).
 Label keys are used verbatim after the prefix, so only labels whose key has no ``/``
 form attribute keys that a selector (Kubernetes qualified name) can name.
 """
@@ -64,6 +66,18 @@ def _normalise(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def asserted_client_ip(claimed: str | None, setting: str | None, *, fabric: bool) -> str | None:
+    """The client address an exporter may use for a peer's connection, or None (unknown).
+
+    The address is asserted by the importing site, not observed. ``setting`` is the Peer's
+    ``spec.client_attributes``: ``honor``, ``ignore``, or None (honour only from a peer whose
+    certificate chains to the fabric CA, ``fabric``).
+    """
+    if setting == "ignore" or (setting is None and not fabric):
+        return None
+    return claimed
 
 
 def source_attributes(
