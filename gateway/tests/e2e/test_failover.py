@@ -196,7 +196,7 @@ def test_start_up_race_no_failed_client(fabric: Fabric) -> None:
     fabric.start("cl0", launch=lambda gw: None)  # config and certificates, no process yet
     fabric.start("cl1")
     fabric.allow_all("cl1")
-    fabric.add_peer("cl1", "cl0")
+    fabric.add_peer("cl1", "cl0", mutual=False)  # cl0 gets its Peer cl1 once it runs
     fabric.client("cl1").create(
         "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl0"}]}}
     )
@@ -205,6 +205,7 @@ def test_start_up_race_no_failed_client(fabric: Fabric) -> None:
     try:
         time.sleep(3)  # the importer keeps failing to dial: its background backoff grows
         fabric["cl0"].start()
+        fabric.ensure_peer("cl0", "cl1")
         fabric.export_echo("cl0")
         fabric.allow_all("cl0")
         ready = time.monotonic()  # listens, with its export and policy in place

@@ -262,7 +262,10 @@ class DataPlane:
                 },
             )
         # polls: the counts change in many objects
-        while (self._links or self.imports.active_connections) and loop.time() < deadline:  # noqa: ASYNC110
+        while (self._links or self.imports.active_connections) and loop.time() < deadline:
+            for link in list(self._links):  # a handshake that was in flight at stop completes now
+                if not link.closed_locally:
+                    link.goaway()
             await asyncio.sleep(0.05)
         if self._links or self.imports.active_connections:
             log.warning(
