@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .gate import HandshakeGate
 from .tls import ALPN, peer_identity
+from .tuning import trim_heap
 
 log = logging.getLogger("clusterlink.peering")
 
@@ -34,6 +36,7 @@ REASONS = (
     "tls-error",  # any other TLS failure (protocol version, cipher, alert from the client)
     "timeout",  # no complete handshake within listen.handshake_timeout
     "closed",  # the client closed or reset the connection during the handshake
+    "overload",  # over listen.max_handshakes or listen.max_handshakes_per_source: reset at once
 )
 
 _VERIFY_CODES = {
@@ -47,6 +50,7 @@ _VERIFY_CODES = {
 }
 _NOT_TLS = {"HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL"}
 
+TRIM_SETTLE = 1.0  # after a burst drained, wait this long before trimming the heap
 LOG_LINES_PER_SECOND = 10  # above this, refusals are only counted (the next line says how many)
 
 FailureHook = Callable[[str], None]
@@ -118,54 +122,126 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
         from asyncio.sslproto import SSLProtocol as base
 
     class _Accepting(base):  # type: ignore[misc, valid-type]
-        """The TLS server protocol, remembering the client's address for the log line."""
+        """The TLS server protocol, gated: a connection over the acceptor's caps is reset
+        before any TLS state exists for it."""
 
+        acceptor: PeerAcceptor
         client_address: tuple[str, int] | None = None
+        host: str | None = None  # the source it is counted against in the gate
+        settled = False  # refused at accept or released: nothing more to count for it
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peer = transport.get_extra_info("peername")
             self.client_address = (str(peer[0]), int(peer[1])) if peer else None
-            super().connection_made(transport)
+            if self.acceptor.admit(self, transport):
+                super().connection_made(transport)
 
     return _Accepting
 
 
+class _Deferred(asyncio.Protocol):
+    """The TLS protocol's application until the handshake succeeded: then it builds the link
+    (``make_app()``) and hands the connection over, so a handshake holds no HTTP/2 state."""
+
+    __slots__ = ("app", "make_app")
+
+    def __init__(self, make_app: Callable[[], Any]) -> None:
+        self.make_app = make_app
+        self.app: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.app = app = self.make_app()
+        transport.set_protocol(app)
+        app.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # lost before the handshake completed: the acceptor reports it
+
+
 class PeerAcceptor:
-    """Builds the per-connection TLS protocol of the peer port and reports every refusal."""
+    """Builds the per-connection protocol of the peer port, caps unauthenticated connections
+    (``gate``) and reports every refusal."""
 
     def __init__(
         self,
         context: ssl.SSLContext,
         handshake_timeout: float,
         on_failure: FailureHook | None = None,
+        *,
+        gate: HandshakeGate | None = None,
+        trim: Callable[[], object] = trim_heap,
     ) -> None:
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.on_failure = on_failure
-        self._loop = asyncio.get_running_loop()
-        self._protocol_class = _tls_protocol_class(self._loop)
+        self.gate = gate or HandshakeGate()
+        self.loop = asyncio.get_running_loop()
+        self._protocol_class = _tls_protocol_class(self.loop)
         self._limit = _RateLimit(LOG_LINES_PER_SECOND)
+        self._trim = trim
+        self._trim_timer: asyncio.TimerHandle | None = None
 
-    def wrap(self, app: Any) -> asyncio.BaseProtocol:
-        """The protocol for one accepted TCP connection; ``app`` gets ``connection_made`` once
-        the handshake succeeded. ``app.refused`` may name a post-handshake refusal."""
-        waiter = self._loop.create_future()
+    def protocol(self, make_app: Callable[[], Any]) -> asyncio.BaseProtocol:
+        """The protocol for one accepted TCP connection (a ``create_server`` factory's result).
+        ``make_app()`` builds the link once the handshake succeeded; ``app.refused`` may name a
+        post-handshake refusal."""
+        waiter = self.loop.create_future()
+        deferred = _Deferred(make_app)
         protocol = self._protocol_class(
-            self._loop,
-            app,
+            self.loop,
+            deferred,
             self.context,
             waiter,
             server_side=True,
             server_hostname=None,
             ssl_handshake_timeout=self.handshake_timeout,
         )
-        waiter.add_done_callback(lambda fut: self._done(fut, protocol, app))
+        protocol.acceptor = self
+        waiter.add_done_callback(lambda fut: self._done(fut, protocol, deferred))
         return protocol  # type: ignore[no-any-return]
 
-    def _done(self, fut: asyncio.Future[None], protocol: Any, app: Any) -> None:
+    def admit(self, protocol: Any, transport: asyncio.BaseTransport) -> bool:
+        """At accept: count the connection in the gate, or reset it (False)."""
+        address = protocol.client_address
+        host = address[0] if address else ""
+        refusal = self.gate.admit(host)
+        if refusal is not None:
+            protocol.settled = True
+            transport.abort()  # a reset: no TLS state, no TIME_WAIT here
+            self.report("overload", refusal, address)
+            return False
+        protocol.host = host
+        return True
+
+    def _settle(self, protocol: Any) -> None:
+        """The connection left the unauthenticated state (either way): free its slot."""
+        protocol.settled = True
+        if protocol.host is not None:
+            self.gate.release(protocol.host)
+        if self._trim_timer is None:
+            delay = self.gate.trim_delay()
+            if delay is not None:
+                self._trim_timer = self.loop.call_later(TRIM_SETTLE + delay, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim_timer = None
+        delay = self.gate.trim_delay()
+        if delay is None:
+            return
+        if delay > 0:
+            self._trim_timer = self.loop.call_later(delay, self._trim_now)
+            return
+        self._trim()
+        self.gate.trimmed()
+
+    def _done(self, fut: asyncio.Future[None], protocol: Any, deferred: _Deferred) -> None:
+        if protocol.settled:
+            return  # refused at accept: already counted
+        self._settle(protocol)
         if fut.cancelled():
             return
         exc = fut.exception()
+        app = deferred.app
         refused = getattr(app, "refused", None)
         if exc is None and refused is None:
             if getattr(app, "peer", ""):

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import h2core
 from .accept import FailureHook, PeerAcceptor, admission_refusal
+from .gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, HandshakeGate
 from .h2core import H2Core, Limits
 from .tls import TLSContexts, peer_identity
 
@@ -704,6 +705,8 @@ async def start_peer_server(
     links: set[ServerLink] | None = None,
     on_handshake_failure: FailureHook | None = None,
     sock: socket.socket | None = None,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_handshakes_per_source: int = MAX_HANDSHAKES_PER_SOURCE,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -711,7 +714,9 @@ async def start_peer_server(
 
     ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
     ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
-    refused handshake is logged and passed to ``on_handshake_failure(reason)``.
+    refused handshake is logged and passed to ``on_handshake_failure(reason)``. At most
+    ``max_handshakes`` connections (``max_handshakes_per_source`` from one source) may be
+    unauthenticated at once; further ones are reset at accept (reason ``overload``).
     """
     lim = replace(
         limits or Limits(),
@@ -719,11 +724,18 @@ async def start_peer_server(
         max_concurrent_streams=max_concurrent_streams,
     )
     loop = asyncio.get_running_loop()
-    acceptor = PeerAcceptor(tls.server_context(), handshake_timeout, on_handshake_failure)
+    gate = HandshakeGate(max_handshakes, max_handshakes_per_source)
+    acceptor = PeerAcceptor(
+        tls.server_context(), handshake_timeout, on_handshake_failure, gate=gate
+    )
+
+    def make_link() -> ServerLink:
+        return ServerLink(
+            handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links
+        )
+
     return await loop.create_server(
-        lambda: acceptor.wrap(
-            ServerLink(handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links)
-        ),
+        lambda: acceptor.protocol(make_link),
         None if sock else host,
         None if sock else port,
         reuse_port=None if sock else reuse_port or None,
