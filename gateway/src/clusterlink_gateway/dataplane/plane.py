@@ -122,6 +122,8 @@ class DataPlane:
             self.tls,
             self.ingress,
             handshake_timeout=listen.handshake_timeout,
+            max_handshakes=listen.max_handshakes,
+            max_handshakes_per_source=listen.max_handshakes_per_source,
             links=self._links,
             on_handshake_failure=self._handshake_failed,
             sock=sock,

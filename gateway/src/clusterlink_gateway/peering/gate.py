@@ -13,7 +13,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-MAX_HANDSHAKES = 1024  # defaults of listen.max_handshakes / listen.max_handshakes_per_source
+MAX_HANDSHAKES = 512  # defaults of listen.max_handshakes / listen.max_handshakes_per_source
 MAX_HANDSHAKES_PER_SOURCE = 64
 TRIM_AFTER = 256  # a burst of at least this many unauthenticated connections that drained
 TRIM_INTERVAL = 10.0  # to a quarter: trim the heap, at most once in this long
