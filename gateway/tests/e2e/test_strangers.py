@@ -44,11 +44,16 @@ def client_hello() -> bytes:
     return outgoing.read()
 
 
-def overload_refusals(fabric: Fabric) -> float:
+def metric(fabric: Fabric, sample: str) -> float:
+    """The value of one sample (name and labels, as printed) on cl0's /metrics; 0 if absent."""
     for line in fabric.client("cl0").raw("GET", "/metrics").body.splitlines():
-        if line.startswith('clusterlink_peer_handshake_failures_total{reason="overload"}'):
+        if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+OVERLOAD = 'clusterlink_peer_handshake_failures_total{reason="overload"}'
+PENDING = "clusterlink_peer_unauthenticated_connections"
 
 
 class Traffic(threading.Thread):
@@ -107,6 +112,7 @@ def test_strangers_cost_bounded_memory_and_fail_no_request(fabric: Fabric) -> No
     held: list[socket.socket] = []
     try:
         held = flood(endpoint["host"], endpoint["port"], client_hello())
+        pending = metric(fabric, PENDING)
         # A new peer from an address that is not flooding links and is served meanwhile.
         fabric.add_peer("cl0", "cl2")
         fabric.client("cl2").create(
@@ -122,7 +128,7 @@ def test_strangers_cost_bounded_memory_and_fail_no_request(fabric: Fabric) -> No
             time.sleep(0.2)
         assert answer == "cl0", "a legitimate new peer could not link during the flood"
         flood_peak = max(rss_kib(pid) for _ in range(5) if not time.sleep(0.4))
-        refused = overload_refusals(fabric)
+        refused = metric(fabric, OVERLOAD)
     finally:
         for sock in held:
             sock.close()
@@ -141,6 +147,7 @@ def test_strangers_cost_bounded_memory_and_fail_no_request(fabric: Fabric) -> No
         "rss_after_mib": round(after / MiB, 1),
         "returned_within_s": round(returned_in, 1),
         "overload_refusals": refused,
+        "unauthenticated_under_flood": pending,
         "requests_ok": traffic.ok,
         "requests_failed": len(traffic.failed),
     }
@@ -149,5 +156,7 @@ def test_strangers_cost_bounded_memory_and_fail_no_request(fabric: Fabric) -> No
     assert traffic.ok > 0
     # Over the per-source cap, every further connection was reset at accept.
     assert refused >= STRANGERS - len(SOURCES) * MAX_HANDSHAKES_PER_SOURCE * 3, figures
+    assert 0 < pending <= len(SOURCES) * MAX_HANDSHAKES_PER_SOURCE, figures
+    assert metric(fabric, PENDING) == 0, figures  # every slot was given back
     assert flood_peak < 2 * idle, figures
     assert after <= idle + 16 * MiB, figures

@@ -707,6 +707,7 @@ async def start_peer_server(
     sock: socket.socket | None = None,
     max_handshakes: int = MAX_HANDSHAKES,
     max_handshakes_per_source: int = MAX_HANDSHAKES_PER_SOURCE,
+    gate: HandshakeGate | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -716,7 +717,8 @@ async def start_peer_server(
     ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
     refused handshake is logged and passed to ``on_handshake_failure(reason)``. At most
     ``max_handshakes`` connections (``max_handshakes_per_source`` from one source) may be
-    unauthenticated at once; further ones are reset at accept (reason ``overload``).
+    unauthenticated at once; further ones are reset at accept (reason ``overload``). Pass
+    ``gate`` to read its counts (it then holds the caps).
     """
     lim = replace(
         limits or Limits(),
@@ -724,7 +726,7 @@ async def start_peer_server(
         max_concurrent_streams=max_concurrent_streams,
     )
     loop = asyncio.get_running_loop()
-    gate = HandshakeGate(max_handshakes, max_handshakes_per_source)
+    gate = gate or HandshakeGate(max_handshakes, max_handshakes_per_source)
     acceptor = PeerAcceptor(
         tls.server_context(), handshake_timeout, on_handshake_failure, gate=gate
     )
