@@ -129,6 +129,7 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
         client_address: tuple[str, int] | None = None
         host: str | None = None  # the source it is counted against in the gate
         settled = False  # refused at accept or released: nothing more to count for it
+        app: Any = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peer = transport.get_extra_info("peername")
@@ -137,25 +138,6 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
                 super().connection_made(transport)
 
     return _Accepting
-
-
-class _Deferred(asyncio.Protocol):
-    """The TLS protocol's application until the handshake succeeded: then it builds the link
-    (``make_app()``) and hands the connection over, so a handshake holds no HTTP/2 state."""
-
-    __slots__ = ("app", "make_app")
-
-    def __init__(self, make_app: Callable[[], Any]) -> None:
-        self.make_app = make_app
-        self.app: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.app = app = self.make_app()
-        transport.set_protocol(app)
-        app.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass  # lost before the handshake completed: the acceptor reports it
 
 
 class PeerAcceptor:
@@ -183,13 +165,15 @@ class PeerAcceptor:
 
     def protocol(self, make_app: Callable[[], Any]) -> asyncio.BaseProtocol:
         """The protocol for one accepted TCP connection (a ``create_server`` factory's result).
-        ``make_app()`` builds the link once the handshake succeeded; ``app.refused`` may name a
-        post-handshake refusal."""
+        ``make_app()`` builds its link (``connection_made`` once the handshake succeeded);
+        ``app.refused`` may name a post-handshake refusal. (Building the link only after the
+        handshake, from uvloop's handshake-complete callback, made uvloop 0.23 segfault now and
+        then: one test run in three.)"""
         waiter = self.loop.create_future()
-        deferred = _Deferred(make_app)
+        app = make_app()
         protocol = self._protocol_class(
             self.loop,
-            deferred,
+            app,
             self.context,
             waiter,
             server_side=True,
@@ -197,7 +181,8 @@ class PeerAcceptor:
             ssl_handshake_timeout=self.handshake_timeout,
         )
         protocol.acceptor = self
-        waiter.add_done_callback(lambda fut: self._done(fut, protocol, deferred))
+        protocol.app = app
+        waiter.add_done_callback(lambda fut: self._done(fut, protocol))
         return protocol  # type: ignore[no-any-return]
 
     def admit(self, protocol: Any, transport: asyncio.BaseTransport) -> bool:
@@ -234,14 +219,14 @@ class PeerAcceptor:
         self._trim()
         self.gate.trimmed()
 
-    def _done(self, fut: asyncio.Future[None], protocol: Any, deferred: _Deferred) -> None:
+    def _done(self, fut: asyncio.Future[None], protocol: Any) -> None:
         if protocol.settled:
             return  # refused at accept: already counted
         self._settle(protocol)
         if fut.cancelled():
             return
         exc = fut.exception()
-        app = deferred.app
+        app = protocol.app
         refused = getattr(app, "refused", None)
         if exc is None and refused is None:
             if getattr(app, "peer", ""):
