@@ -7,6 +7,10 @@ that future carries the handshake's outcome. (``loop.start_tls`` from ``connecti
 not work for a server here: uvloop starts reading right after ``connection_made`` whatever
 ``pause_reading`` said, so the ClientHello would reach the plain-TCP protocol.) The cost is one
 future and one callback per accepted connection; the data path is uvloop's own TLS protocol.
+
+Before any TLS state exists, each accepted connection is counted in a ``gate.HandshakeGate``
+(``listen.max_handshakes``, ``listen.max_handshakes_per_source``) until its handshake ended;
+over a cap it is reset at once (reason ``overload``). After a burst the heap is trimmed.
 """
 
 from __future__ import annotations
