@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .model.common import IPAddress, Labels, Name, Port, Strict
 from .model.errors import format_validation_error
+from .peering.gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE
 
 if TYPE_CHECKING:
     from .peering.tls import TLSSettings
@@ -60,11 +61,34 @@ class TLSFiles(Strict):
 class PeerListener(Strict):
     address: IPAddress = "0.0.0.0"
     port: Port = 443
-    handshake_timeout: float = Field(default=10.0, gt=0, le=300)
+    handshake_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="from TCP accept to a completed TLS handshake"
+    )
+    max_handshakes: int = Field(
+        default=MAX_HANDSHAKES,
+        ge=1,
+        le=65536,
+        description="unauthenticated connections at once; further ones are reset at accept",
+    )
+    max_handshakes_per_source: int = Field(
+        default=MAX_HANDSHAKES_PER_SOURCE,
+        ge=1,
+        le=65536,
+        description="unauthenticated connections at once from one IPv4 address or IPv6 /64",
+    )
     open_fabric: bool = Field(
         default=False,
         description="admit any fabric-CA certificate with a DNS SAN, not only Peer objects",
     )
+
+    @model_validator(mode="after")
+    def _per_source_within_total(self) -> PeerListener:
+        if self.max_handshakes_per_source > self.max_handshakes:
+            raise ValueError(
+                "max_handshakes_per_source must not exceed max_handshakes "
+                f"({self.max_handshakes_per_source} > {self.max_handshakes})"
+            )
+        return self
 
 
 class AdminTCP(Strict):

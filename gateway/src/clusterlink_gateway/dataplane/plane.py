@@ -17,6 +17,7 @@ from ..metrics import Metrics
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
 from ..peering.admission import Admission
+from ..peering.gate import HandshakeGate
 from ..peering.tls import TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
@@ -73,6 +74,9 @@ class DataPlane:
         self._server: asyncio.AbstractServer | None = None
         self._links: set[Any] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._gate = HandshakeGate(
+            config.listen.max_handshakes, config.listen.max_handshakes_per_source
+        )
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
         registry.status_providers["imports"] = self.imports.status
@@ -136,7 +140,13 @@ class DataPlane:
         )
         for name, state in self.imports.imports.items():
             listening.add_metric([name], 1.0 if state.server is not None else 0.0)
-        yield from (reach, rtt, links, streams, listening)
+        strangers = GaugeMetricFamily(
+            "clusterlink_peer_unauthenticated_connections",
+            "Connections on the peer port whose TLS handshake has not finished (capped by "
+            "listen.max_handshakes)",
+        )
+        strangers.add_metric([], float(self._gate.pending))
+        yield from (reach, rtt, links, streams, listening, strangers)
 
     async def start(self) -> None:
         listen = self.config.listen
@@ -149,6 +159,7 @@ class DataPlane:
             self.tls,
             self.ingress,
             handshake_timeout=listen.handshake_timeout,
+            gate=self._gate,
             links=self._links,
             on_handshake_failure=self._handshake_failed,
             sock=sock,

@@ -7,6 +7,10 @@ that future carries the handshake's outcome. (``loop.start_tls`` from ``connecti
 not work for a server here: uvloop starts reading right after ``connection_made`` whatever
 ``pause_reading`` said, so the ClientHello would reach the plain-TCP protocol.) The cost is one
 future and one callback per accepted connection; the data path is uvloop's own TLS protocol.
+
+Before any TLS state exists, each accepted connection is counted in a ``gate.HandshakeGate``
+(``listen.max_handshakes``, ``listen.max_handshakes_per_source``) until its handshake ended;
+over a cap it is reset at once (reason ``overload``). After a burst the heap is trimmed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .admission import NO_DNS_SAN, UNKNOWN_PEER, RefusalLog
+from .gate import HandshakeGate
 from .tls import ALPN
+from .tuning import trim_heap
 
 log = logging.getLogger("clusterlink.peering")
 
@@ -38,6 +44,7 @@ REASONS = (
     "timeout",  # no complete handshake within listen.handshake_timeout
     "closed",  # the client closed or reset the connection during the handshake
     "revoked",  # its certificate is revoked (tls.revocation)
+    "overload",  # over listen.max_handshakes or listen.max_handshakes_per_source: reset at once
 )
 
 _VERIFY_CODES = {
@@ -51,6 +58,7 @@ _VERIFY_CODES = {
 }
 _NOT_TLS = {"HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL"}
 
+TRIM_SETTLE = 1.0  # after a burst drained, wait this long before trimming the heap
 LOG_LINES_PER_SECOND = 10  # above this, refusals are only counted (the next line says how many)
 NAMED_LOG_WINDOW = 60.0  # a refusal that names a certificate: one line per reason+name per window
 
@@ -126,41 +134,58 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
         from asyncio.sslproto import SSLProtocol as base
 
     class _Accepting(base):  # type: ignore[misc, valid-type]
-        """The TLS server protocol, remembering the client's address for the log line."""
+        """The TLS server protocol, gated: a connection over the acceptor's caps is reset
+        before any TLS state exists for it."""
 
+        acceptor: PeerAcceptor
         client_address: tuple[str, int] | None = None
+        host: str | None = None  # the source it is counted against in the gate
+        settled = False  # refused at accept or released: nothing more to count for it
+        app: Any = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peer = transport.get_extra_info("peername")
             self.client_address = (str(peer[0]), int(peer[1])) if peer else None
-            super().connection_made(transport)
+            if self.acceptor.admit(self, transport):
+                super().connection_made(transport)
 
     return _Accepting
 
 
 class PeerAcceptor:
-    """Builds the per-connection TLS protocol of the peer port and reports every refusal."""
+    """Builds the per-connection protocol of the peer port, caps unauthenticated connections
+    (``gate``) and reports every refusal."""
 
     def __init__(
         self,
         context: ssl.SSLContext,
         handshake_timeout: float,
         on_failure: FailureHook | None = None,
+        *,
+        gate: HandshakeGate | None = None,
+        trim: Callable[[], object] = trim_heap,
     ) -> None:
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.on_failure = on_failure
-        self._loop = asyncio.get_running_loop()
-        self._protocol_class = _tls_protocol_class(self._loop)
+        self.gate = gate or HandshakeGate()
+        self.loop = asyncio.get_running_loop()
+        self._protocol_class = _tls_protocol_class(self.loop)
         self._limit = _RateLimit(LOG_LINES_PER_SECOND)
         self._named = RefusalLog(NAMED_LOG_WINDOW)
+        self._trim = trim
+        self._trim_timer: asyncio.TimerHandle | None = None
 
-    def wrap(self, app: Any) -> asyncio.BaseProtocol:
-        """The protocol for one accepted TCP connection; ``app`` gets ``connection_made`` once
-        the handshake succeeded. ``app.refused`` may name a post-handshake refusal."""
-        waiter = self._loop.create_future()
+    def protocol(self, make_app: Callable[[], Any]) -> asyncio.BaseProtocol:
+        """The protocol for one accepted TCP connection (a ``create_server`` factory's result).
+        ``make_app()`` builds its link (``connection_made`` once the handshake succeeded);
+        ``app.refused`` may name a post-handshake refusal. (Building the link only after the
+        handshake, from uvloop's handshake-complete callback, made uvloop 0.23 segfault now and
+        then: one test run in three.)"""
+        waiter = self.loop.create_future()
+        app = make_app()
         protocol = self._protocol_class(
-            self._loop,
+            self.loop,
             app,
             self.context,
             waiter,
@@ -168,13 +193,53 @@ class PeerAcceptor:
             server_hostname=None,
             ssl_handshake_timeout=self.handshake_timeout,
         )
-        waiter.add_done_callback(lambda fut: self._done(fut, protocol, app))
+        protocol.acceptor = self
+        protocol.app = app
+        waiter.add_done_callback(lambda fut: self._done(fut, protocol))
         return protocol  # type: ignore[no-any-return]
 
-    def _done(self, fut: asyncio.Future[None], protocol: Any, app: Any) -> None:
+    def admit(self, protocol: Any, transport: asyncio.BaseTransport) -> bool:
+        """At accept: count the connection in the gate, or reset it (False)."""
+        address = protocol.client_address
+        host = address[0] if address else ""
+        refusal = self.gate.admit(host)
+        if refusal is not None:
+            protocol.settled = True
+            transport.abort()  # a reset: no TLS state, no TIME_WAIT here
+            self.report("overload", refusal, address)
+            return False
+        protocol.host = host
+        return True
+
+    def _settle(self, protocol: Any) -> None:
+        """The connection left the unauthenticated state (either way): free its slot."""
+        protocol.settled = True
+        if protocol.host is not None:
+            self.gate.release(protocol.host)
+        if self._trim_timer is None:
+            delay = self.gate.trim_delay()
+            if delay is not None:
+                self._trim_timer = self.loop.call_later(TRIM_SETTLE + delay, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim_timer = None
+        delay = self.gate.trim_delay()
+        if delay is None:
+            return
+        if delay > 0:
+            self._trim_timer = self.loop.call_later(delay, self._trim_now)
+            return
+        self._trim()
+        self.gate.trimmed()
+
+    def _done(self, fut: asyncio.Future[None], protocol: Any) -> None:
+        if protocol.settled:
+            return  # refused at accept: already counted
+        self._settle(protocol)
         if fut.cancelled():
             return
         exc = fut.exception()
+        app = protocol.app
         refused = getattr(app, "refused", None)
         if exc is None and refused is None:
             if getattr(app, "peer", ""):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from . import h2core
 from .accept import FailureHook, PeerAcceptor, admission_refusal
 from .admission import OPEN, Admission, Refused
+from .gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, HandshakeGate
 from .h2core import H2Core, Limits
 from .tls import TLSContexts, peer_identity
 
@@ -265,6 +266,9 @@ class _Collector:
 # -- the link protocol -------------------------------------------------------------------------
 
 
+_NO_CORE: Any = None  # a link's core before its handshake completed (see _Link.__init__)
+
+
 class _Link(asyncio.Protocol):
     """State shared by both ends: the core, the stream table, keepalive and idle timers."""
 
@@ -272,7 +276,9 @@ class _Link(asyncio.Protocol):
 
     def __init__(self, limits: Limits, *, idle_timeout: float | None, keepalive: float) -> None:
         self._limits = limits
-        self._core = H2Core(client_side=self.client_side, limits=limits)
+        # The HTTP/2 state (~17 KiB) is built in connection_made, i.e. only once the TLS
+        # handshake succeeded: an unauthenticated connection does not pay for it.
+        self._core: H2Core = _NO_CORE
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -294,6 +300,7 @@ class _Link(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._core = H2Core(client_side=self.client_side, limits=self._limits)
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.address = (str(peer[0]), int(peer[1])) if peer else None
@@ -729,6 +736,9 @@ async def start_peer_server(
     on_handshake_failure: FailureHook | None = None,
     sock: socket.socket | None = None,
     admission: Admission = OPEN,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_handshakes_per_source: int = MAX_HANDSHAKES_PER_SOURCE,
+    gate: HandshakeGate | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -737,7 +747,10 @@ async def start_peer_server(
     ``asyncio.Server.close()`` stops accepting; established links live on. Pass a set as
     ``links`` to track them (e.g. to ``goaway()`` or ``close()`` them at shutdown). Every
     refused handshake is logged and passed to ``on_handshake_failure(reason)``. ``admission``
-    decides which verified certificates may hold a link (default: any with a DNS SAN name).
+    decides which verified certificates may hold a link (default: any with a DNS SAN name). At most
+    ``max_handshakes`` connections (``max_handshakes_per_source`` from one source) may be
+    unauthenticated at once; further ones are reset at accept (reason ``overload``). Pass
+    ``gate`` to read its counts (it then holds the caps).
     """
     lim = replace(
         limits or Limits(),
@@ -745,19 +758,24 @@ async def start_peer_server(
         max_concurrent_streams=max_concurrent_streams,
     )
     loop = asyncio.get_running_loop()
-    acceptor = PeerAcceptor(tls.server_context(), handshake_timeout, on_handshake_failure)
+    gate = gate or HandshakeGate(max_handshakes, max_handshakes_per_source)
+    acceptor = PeerAcceptor(
+        tls.server_context(), handshake_timeout, on_handshake_failure, gate=gate
+    )
+
+    def make_link() -> ServerLink:
+        return ServerLink(
+            handler,
+            lim,
+            idle_timeout=idle_timeout,
+            keepalive=keepalive,
+            registry=links,
+            revoked=tls.revoked,
+            admission=admission,
+        )
+
     return await loop.create_server(
-        lambda: acceptor.wrap(
-            ServerLink(
-                handler,
-                lim,
-                idle_timeout=idle_timeout,
-                keepalive=keepalive,
-                registry=links,
-                revoked=tls.revoked,
-                admission=admission,
-            )
-        ),
+        lambda: acceptor.protocol(make_link),
         None if sock else host,
         None if sock else port,
         reuse_port=None if sock else reuse_port or None,
