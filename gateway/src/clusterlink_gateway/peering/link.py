@@ -266,9 +266,6 @@ class _Collector:
 # -- the link protocol -------------------------------------------------------------------------
 
 
-_NO_CORE: Any = None  # a link's core before its handshake completed (see _Link.__init__)
-
-
 class _Link(asyncio.Protocol):
     """State shared by both ends: the core, the stream table, keepalive and idle timers."""
 
@@ -276,9 +273,10 @@ class _Link(asyncio.Protocol):
 
     def __init__(self, limits: Limits, *, idle_timeout: float | None, keepalive: float) -> None:
         self._limits = limits
-        # The HTTP/2 state (~17 KiB) is built in connection_made, i.e. only once the TLS
-        # handshake succeeded: an unauthenticated connection does not pay for it.
-        self._core: H2Core = _NO_CORE
+        # Built here, not in connection_made: built there (after the handshake) uvloop 0.23
+        # segfaulted in the TLS-refusal tests (test_peer_transport.py); the caps on
+        # unauthenticated connections bound what it costs (docs/security.md).
+        self._core = H2Core(client_side=self.client_side, limits=limits)
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -300,7 +298,6 @@ class _Link(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._core = H2Core(client_side=self.client_side, limits=self._limits)
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.address = (str(peer[0]), int(peer[1])) if peer else None
