@@ -9,6 +9,7 @@ import ipaddress
 
 import h2.config
 import h2.connection
+import h2.exceptions
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -179,7 +180,10 @@ def test_arbitrary_headers_blocks_through_the_core(blocks: list, with_method: bo
     events: list[h2core.Event] = server.receive(client.data_to_send())
     for i, block in enumerate(blocks):
         prefix = [(b":method", b"CONNECT"), (b":authority", b"cl0:443")] if with_method else []
-        client.send_headers(1 + 2 * i, [*prefix, *block] or [(b"x", b"")], end_stream=False)
+        try:
+            client.send_headers(1 + 2 * i, [*prefix, *block] or [(b"x", b"")], end_stream=False)
+        except h2.exceptions.ProtocolError:
+            continue  # the test's client will not send it (a 1xx :status): nothing reaches us
         events += server.receive(client.data_to_send())  # never raises
         if server.failed:
             break
