@@ -236,6 +236,7 @@ class Daemon:
                 self._admin_tls = AdminTLS(admin.tcp.cert, admin.tcp.key, admin.tcp.client_ca)
             except TLSError as exc:
                 raise StartupError(f"admin.tcp: {exc}") from None
+            self.dataplane.admin_tls = self._admin_tls  # its expiry in status and metrics
             site = web.TCPSite(
                 self._runner,
                 admin.tcp.address,

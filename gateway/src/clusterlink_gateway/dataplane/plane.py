@@ -13,10 +13,10 @@ from prometheus_client.core import GaugeMetricFamily
 
 from .. import systemd
 from ..config import Config, tls_settings
-from ..metrics import Metrics
+from ..metrics import Metrics, certificate_expiry
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
-from ..peering.tls import TLSChange, TLSSettings
+from ..peering.tls import AdminTLS, CertificateFacts, TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from .imports import ImportManager
@@ -68,9 +68,11 @@ class DataPlane:
         self._server: asyncio.AbstractServer | None = None
         self._links: set[Any] = set()
         self._watch: asyncio.Task[None] | None = None
+        self.admin_tls: AdminTLS | None = None  # set by the daemon when admin.tcp is on
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
         registry.status_providers["imports"] = self.imports.status
+        registry.summary_providers["certificates"] = self.certificate_status
         self.metrics.add_state(self._state_metrics)
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
@@ -85,6 +87,16 @@ class DataPlane:
                 assert isinstance(new.obj, Policy)
                 self.engine.set(name, new.obj.spec)
         # exports are looked up per CONNECT: nothing to apply
+
+    def certificates(self) -> tuple[CertificateFacts, ...]:
+        """Our certificate, the fabric CAs and the admin listener's certificate, as installed
+        now (they follow reloads)."""
+        admin = self.admin_tls.certificates() if self.admin_tls is not None else ()
+        return self.tls.certificates() + admin
+
+    def certificate_status(self) -> list[dict[str, Any]]:
+        """``/v1/status`` ``certificates``: notAfter and seconds left of each certificate."""
+        return [cert.document() for cert in self.certificates()]
 
     def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
         reach = GaugeMetricFamily(
@@ -118,6 +130,7 @@ class DataPlane:
         for name, state in self.imports.imports.items():
             listening.add_metric([name], 1.0 if state.server is not None else 0.0)
         yield from (reach, rtt, links, streams, listening)
+        yield from certificate_expiry(self.certificates())
 
     async def start(self) -> None:
         listen = self.config.listen
