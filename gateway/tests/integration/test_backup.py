@@ -87,6 +87,8 @@ def test_export_then_apply_on_a_fresh_gateway_restores_ports(tmp_path: Path) -> 
         assert [d["kind"] for d in docs] == ["Peer", "Export"] + ["Import"] * 3 + ["Policy"]
         assert all(set(d) == {"kind", "name", "labels", "spec"} for d in docs)  # no status
         assert {d["name"]: d["spec"]["port"] for d in docs if d["kind"] == "Import"} == ports
+        nowhere = gwctl(old, "export", "-f", str(tmp_path / "missing-dir" / "x.yaml"))
+        assert nowhere.returncode == 2 and "missing-dir/x.yaml: cannot write" in nowhere.stderr
         as_json = json.loads(ok(gwctl(old, "export", "-o", "json")))
         assert as_json == docs and json.loads(ok(gwctl(old, "-o", "json", "export"))) == docs
         # the export applied back to its own gateway changes nothing (allocated == pinned)

@@ -23,7 +23,7 @@ from ..model.objects import KINDS, Kind, kind_for, object_document
 
 
 class FileError(Exception):
-    """The file cannot be applied as written; nothing was changed."""
+    """A file cannot be read, applied as written, or written; nothing was changed."""
 
 
 class ApplyError(Exception):

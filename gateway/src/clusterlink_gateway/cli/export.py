@@ -18,6 +18,7 @@ import yaml
 
 from ..client import AdminClient
 from ..model.objects import KINDS
+from .apply import FileError
 
 
 def export_documents(client: AdminClient) -> list[dict[str, Any]]:
@@ -52,8 +53,12 @@ def write_file(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a crash leaves the old file or the new one)."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FileError(f"{path}: cannot write: {exc.strerror or exc}") from None
