@@ -237,7 +237,7 @@ def admin_tls_context(tcp: AdminTCP) -> ssl.SSLContext:
     through the acceptance rule; TLSError if refused."""
     from .peering.tls import AdminTLS
 
-    return AdminTLS.prepare(tcp.cert, tcp.key, tcp.client_ca)
+    return AdminTLS.prepare(tcp.cert, tcp.key, tcp.client_ca).context
 
 
 def check_runtime(config: Config, *, tls: bool = True) -> list[str]:

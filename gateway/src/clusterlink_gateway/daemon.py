@@ -267,6 +267,7 @@ class Daemon:
                 self._admin_tls = AdminTLS(tcp.cert, tcp.key, tcp.client_ca)
             except TLSError as exc:
                 raise StartupError(f"admin.tcp: {exc}") from None
+            self.dataplane.admin_tls = self._admin_tls  # its expiry in status and metrics
             await AdminSite(
                 self._runner,
                 listener("tcp", self._admin_tls.context),

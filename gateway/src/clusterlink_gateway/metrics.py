@@ -6,8 +6,9 @@ gauges that describe state (reachability, links, listeners) are read at scrape t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -137,6 +138,43 @@ class Metrics:
     @property
     def ingress_active(self) -> Any:
         return self._ingress_active
+
+
+class Certificate(Protocol):
+    """What the expiry gauges need of a certificate (``peering.trust.CertificateFacts``)."""
+
+    kind: str
+    subject: str
+    fingerprint: str
+    not_after: dt.datetime
+
+
+CERT_LABELS = ["kind", "subject", "fingerprint"]
+
+
+def certificate_expiry(
+    certificates: Iterable[Certificate], now: dt.datetime | None = None
+) -> Iterator[GaugeMetricFamily]:
+    """``clusterlink_certificate_expiry_seconds`` (seconds until notAfter, negative once
+    expired) and ``clusterlink_certificate_not_after_timestamp_seconds`` (notAfter, Unix time),
+    one series per certificate: kind gateway | ca | admin, its subject and SHA-256 fingerprint
+    (two CAs of a rollover bundle may share a subject)."""
+    now = now or dt.datetime.now(dt.UTC)
+    left = GaugeMetricFamily(
+        "clusterlink_certificate_expiry_seconds",
+        "Seconds until the certificate expires (negative once expired); kind gateway|ca|admin",
+        labels=CERT_LABELS,
+    )
+    at = GaugeMetricFamily(
+        "clusterlink_certificate_not_after_timestamp_seconds",
+        "When the certificate expires (notAfter), Unix time; kind gateway|ca|admin",
+        labels=CERT_LABELS,
+    )
+    for cert in certificates:
+        labels = [cert.kind, cert.subject, cert.fingerprint]
+        left.add_metric(labels, (cert.not_after - now).total_seconds())
+        at.add_metric(labels, cert.not_after.timestamp())
+    yield from (left, at)
 
 
 class _StateCollector(Collector):

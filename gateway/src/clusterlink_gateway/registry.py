@@ -69,6 +69,7 @@ class Entry:
 
 Observer = Callable[[Kind, str, Entry | None, Entry | None], Awaitable[None]]
 StatusProvider = Callable[[Entry], dict[str, Any]]
+SummaryProvider = Callable[[], Any]
 
 
 class Registry:
@@ -82,6 +83,8 @@ class Registry:
         self.invalid: dict[tuple[str, str], str] = {}
         self.observers: list[Observer] = []
         self.status_providers: dict[str, StatusProvider] = {}
+        # extra top-level ``/v1/status`` fields (e.g. "certificates"), computed per request
+        self.summary_providers: dict[str, SummaryProvider] = {}
         self._lock = asyncio.Lock()
 
     # -- loading -----------------------------------------------------------------------------
@@ -272,6 +275,8 @@ class Registry:
         out["invalid"] = [
             {"kind": k, "name": n, "error": err} for (k, n), err in sorted(self.invalid.items())
         ]
+        for key, provider in self.summary_providers.items():
+            out[key] = provider()
         return out
 
 

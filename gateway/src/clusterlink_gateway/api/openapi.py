@@ -43,9 +43,53 @@ OFFER_SCHEMA = {
     },
 }
 
+CERTIFICATE_SCHEMA = {
+    "type": "object",
+    "description": "expiry of a certificate the gateway uses (follows reloads)",
+    "required": [
+        "kind",
+        "subject",
+        "fingerprint_sha256",
+        "not_after",
+        "expires_in_seconds",
+        "expired",
+    ],
+    "properties": {
+        "kind": {
+            "enum": ["gateway", "ca", "admin"],
+            "description": "gateway: this gateway's fabric certificate; ca: a CA of the fabric "
+            "bundle; admin: the admin TCP listener's certificate (when admin.tcp is set)",
+        },
+        "subject": {"type": "string", "description": "RFC 4514 subject, e.g. CN=west"},
+        "fingerprint_sha256": {
+            "type": "string",
+            "description": "SHA-256 of the DER certificate, lower-case hex",
+        },
+        "not_after": {
+            "type": "string",
+            "format": "date-time",
+            "description": "notAfter, ISO 8601 UTC (e.g. 2027-01-01T00:00:00Z)",
+        },
+        "expires_in_seconds": {
+            "type": "integer",
+            "description": "seconds until not_after; negative once expired",
+        },
+        "expired": {"type": "boolean"},
+    },
+}
+
 STATUS_SCHEMA = {
     "type": "object",
-    "required": ["peer_name", "labels", "version", "ready", "peers", "exports", "imports"],
+    "required": [
+        "peer_name",
+        "labels",
+        "version",
+        "ready",
+        "peers",
+        "exports",
+        "imports",
+        "certificates",
+    ],
     "properties": {
         "peer_name": {"type": "string"},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -56,6 +100,11 @@ STATUS_SCHEMA = {
         "exports": {"type": "array", "items": {"type": "object"}},
         "imports": {"type": "array", "items": {"type": "object"}},
         "policies": {"type": "array", "items": {"type": "object"}},
+        "certificates": {
+            "type": "array",
+            "description": "the gateway certificate, then each fabric CA, then the admin one",
+            "items": {"$ref": REF.format(model="Certificate")},
+        },
         "invalid": {
             "type": "array",
             "items": {
@@ -192,6 +241,7 @@ def openapi_document() -> dict[str, Any]:
     schemas["Error"] = ERROR_SCHEMA
     schemas["Offer"] = OFFER_SCHEMA
     schemas["Status"] = STATUS_SCHEMA
+    schemas["Certificate"] = CERTIFICATE_SCHEMA
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +12,8 @@ from pydantic import ValidationError
 from ..client import DEFAULT_SOCKET, AdminClient, APIError
 from ..model.errors import format_validation_error
 from ..model.objects import KINDS, Kind, kind_for, object_document
+from .apply import ApplyError, FileError, check_documents, execute, plan, read_documents
+from .export import export_documents, render_export, write_file
 from .render import render
 
 KIND_WORDS = sorted({w for k in KINDS.values() for w in (k.plural, k.singular)})
@@ -97,19 +98,6 @@ def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) 
     return spec
 
 
-def _read_documents(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    docs: list[Any] = []
-    for doc in yaml.safe_load_all(text):
-        if doc is None:
-            continue
-        docs.extend(doc if isinstance(doc, list) else [doc])
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, dict) or "kind" not in doc:
-            raise UsageError(f"{path}: document {i + 1} is not an object with a 'kind'")
-    return docs
-
-
 def _normalise(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in doc.items() if k not in ("status",)}
     body["kind"] = kind.kind
@@ -121,35 +109,39 @@ def _normalise(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_apply(client: AdminClient, args: argparse.Namespace) -> int:
-    """Create or update every object of the file; validate all of them before any change."""
-    docs = []
-    for doc in _read_documents(args.filename):
-        kind = _kind(str(doc["kind"]))
-        docs.append((kind, _normalise(kind, doc)))
-    order = list(KINDS)
-    docs.sort(key=lambda kd: order.index(kd[0].plural))
-    results = []
-    for kind, wanted in docs:
-        try:
-            current = client.get(kind.plural, wanted["name"])
-        except APIError as exc:
-            if exc.status != 404:
-                raise
-            client.create(kind.plural, wanted)
-            action = "created"
-        else:
-            existing = {k: current[k] for k in ("name", "labels", "spec")}
-            if existing == wanted:
-                action = "unchanged"
-            else:
-                client.replace(kind.plural, wanted["name"], wanted)
-                action = "updated"
-        results.append({"kind": kind.singular, "name": wanted["name"], "result": action})
+    """Create or update every object of the file; check all of it before any change, and undo
+    this run's writes if the gateway refuses one (see cli/apply.py)."""
+    objects = check_documents(args.filename, read_documents(args.filename))
+    steps = plan(client, objects)
+    execute(client, steps)
+    results = [
+        {"kind": s.kind.singular, "name": s.wanted["name"], "result": s.action} for s in steps
+    ]
     if args.output == "table":
         for r in results:
             print(f"{r['kind']}/{r['name']} {r['result']}")
     else:
         print(render("apply", results, args.output))
+    return 0
+
+
+def cmd_export(client: AdminClient, args: argparse.Namespace) -> int:
+    """Every object, imports with their allocated port, as a file ``apply`` restores."""
+    fmt = args.format or (args.output if args.output in ("json", "yaml") else "yaml")
+    status = client.status()
+    for bad in status.get("invalid", []):
+        print(
+            f"gwctl: warning: stored {bad['kind']} {bad['name']!r} is invalid and not exported: "
+            f"{bad['error']}",
+            file=sys.stderr,
+        )
+    docs = export_documents(client)
+    text = render_export(docs, fmt, status["peer_name"])
+    if args.filename and args.filename != "-":
+        write_file(args.filename, text)
+        print(f"{len(docs)} objects written to {args.filename}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -174,7 +166,7 @@ def cmd_get(client: AdminClient, args: argparse.Namespace) -> int:
 
 def cmd_create(client: AdminClient, args: argparse.Namespace) -> int:
     if args.filename:
-        docs = _read_documents(args.filename)
+        docs = read_documents(args.filename)
         for doc in docs:
             kind = _kind(str(doc["kind"]))
             _normalise(kind, doc)
@@ -282,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="create or update objects from a file (idempotent)")
     apply.add_argument("-f", "--filename", required=True, help="YAML/JSON file (- for stdin)")
     apply.set_defaults(func=cmd_apply)
+    export = sub.add_parser(
+        "export", help="write every object (imports with their allocated ports) for apply"
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        dest="format",
+        choices=["yaml", "json"],
+        help="yaml (multi-document, the default) or json (a list)",
+    )
+    export.add_argument("-f", "--filename", help="write to FILE (atomically) instead of stdout")
+    export.set_defaults(func=cmd_export)
     status = sub.add_parser("status", help="peers, imports and exports at a glance")
     status.set_defaults(func=cmd_status)
     return parser
@@ -302,6 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"gwctl: {exc}", file=sys.stderr)
         return 2
+    except FileError as exc:  # bad input, as before: nothing was changed
+        print(f"gwctl: {exc}", file=sys.stderr)
+        return 2
+    except ApplyError as exc:
+        print(f"gwctl: {exc}", file=sys.stderr)
+        if exc.undone:
+            print(f"gwctl: rolled back: {', '.join(exc.undone)}", file=sys.stderr)
+        for failure in exc.undo_failed:
+            print(f"gwctl: could NOT roll back {failure}", file=sys.stderr)
+        return 1
     except APIError as exc:
         field = exc.body.get("field") if isinstance(exc.body, dict) else None
         detail = f" (field {field})" if field and field not in exc.message else ""

@@ -85,6 +85,34 @@ def _object_table(plural: str, objects: list[dict[str, Any]]) -> str:
     return table(rows)
 
 
+def _duration(seconds: int) -> str:
+    """``19d 23h``, ``5h 12m``, ``42s``; ``expired 2d 1h ago`` when negative."""
+    left = abs(seconds)
+    days, rest = divmod(left, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        text = f"{days}d {hours}h"
+    elif hours:
+        text = f"{hours}h {minutes}m"
+    else:
+        text = f"{minutes}m" if minutes else f"{left}s"
+    return f"expired {text} ago" if seconds <= 0 else text
+
+
+def _certificate_rows(certs: list[dict[str, Any]]) -> list[list[str]]:
+    return [["KIND", "SUBJECT", "SHA-256", "NOT AFTER", "EXPIRES IN"]] + [
+        [
+            c["kind"],
+            c["subject"],
+            c["fingerprint_sha256"][:16],
+            c["not_after"],
+            _duration(int(c["expires_in_seconds"])),
+        ]
+        for c in certs
+    ]
+
+
 def _status_table(status: dict[str, Any]) -> str:
     lines = [
         f"gateway {status['peer_name']}  version {status['version']}  "
@@ -114,6 +142,8 @@ def _status_table(status: dict[str, Any]) -> str:
     lines += [table(imp_rows), "", "EXPORTS"]
     exp_rows = [["NAME", "ERROR"]] + [[e["name"], e.get("error") or "-"] for e in status["exports"]]
     lines += [table(exp_rows), "", f"POLICIES {len(status.get('policies', []))}"]
+    if status.get("certificates"):
+        lines += ["", "CERTIFICATES", table(_certificate_rows(status["certificates"]))]
     if status.get("invalid"):
         lines += ["", "INVALID STORED OBJECTS"]
         lines += [f"{i['kind']}/{i['name']}: {i['error']}" for i in status["invalid"]]

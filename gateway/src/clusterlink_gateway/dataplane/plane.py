@@ -13,12 +13,12 @@ from prometheus_client.core import GaugeMetricFamily
 
 from .. import systemd
 from ..config import Config, tls_settings
-from ..metrics import Metrics
+from ..metrics import Metrics, certificate_expiry
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
 from ..peering.admission import Admission
 from ..peering.gate import HandshakeGate
-from ..peering.tls import TLSChange, TLSSettings
+from ..peering.tls import AdminTLS, CertificateFacts, TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from .imports import ImportManager
@@ -77,9 +77,11 @@ class DataPlane:
         self._gate = HandshakeGate(
             config.listen.max_handshakes, config.listen.max_handshakes_per_source
         )
+        self.admin_tls: AdminTLS | None = None  # set by the daemon when admin.tcp is on
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
         registry.status_providers["imports"] = self.imports.status
+        registry.summary_providers["certificates"] = self.certificate_status
         self.metrics.add_state(self._state_metrics)
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
@@ -108,6 +110,16 @@ class DataPlane:
         if doomed:
             log.info("links of a removed peer closed", extra={"peer": name, "links": len(doomed)})
         return len(doomed)
+
+    def certificates(self) -> tuple[CertificateFacts, ...]:
+        """Our certificate, the fabric CAs and the admin listener's certificate, as installed
+        now (they follow reloads)."""
+        admin = self.admin_tls.certificates() if self.admin_tls is not None else ()
+        return self.tls.certificates() + admin
+
+    def certificate_status(self) -> list[dict[str, Any]]:
+        """``/v1/status`` ``certificates``: notAfter and seconds left of each certificate."""
+        return [cert.document() for cert in self.certificates()]
 
     def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
         reach = GaugeMetricFamily(
@@ -147,6 +159,7 @@ class DataPlane:
         )
         strangers.add_metric([], float(self._gate.pending))
         yield from (reach, rtt, links, streams, listening, strangers)
+        yield from certificate_expiry(self.certificates())
 
     async def start(self) -> None:
         listen = self.config.listen

@@ -26,14 +26,29 @@ from pathlib import Path
 from typing import Any
 
 from .revocation import Revocation, RevocationError, build_revocation
-from .trust import Material, TLSError, TrustAnchors, accept_material, read_file
+from .trust import (
+    CertificateFacts,
+    Material,
+    TLSError,
+    TrustAnchors,
+    accept_material,
+    read_file,
+)
 
 log = logging.getLogger("clusterlink.peering")
 
 ALPN = ["h2"]
 REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial lines per peer
 
-__all__ = ["ALPN", "AdminTLS", "TLSChange", "TLSContexts", "TLSError", "TLSSettings"]
+__all__ = [
+    "ALPN",
+    "AdminTLS",
+    "CertificateFacts",
+    "TLSChange",
+    "TLSContexts",
+    "TLSError",
+    "TLSSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,11 @@ class TLSContexts:
     def revocation(self) -> Revocation:
         return self._current.revocation
 
+    def certificates(self) -> tuple[CertificateFacts, ...]:
+        """Expiry facts of the installed material: our certificate, then each fabric CA;
+        follows reloads (no file is read here)."""
+        return self._current.material.expiry
+
     def server_context(self) -> ssl.SSLContext:
         """The listener's context; stable across reloads."""
         return self._listener
@@ -341,6 +361,14 @@ class TLSContexts:
         return None
 
 
+@dataclass(frozen=True)
+class AdminMaterial:
+    """Accepted admin listener material: its server context and what was learned from it."""
+
+    context: ssl.SSLContext = field(repr=False)
+    material: Material = field(repr=False)
+
+
 class AdminTLS:
     """The admin TCP listener's material (server cert+key, admin client CA), reloadable: the
     listening context's SNI callback swaps in the newest context at every handshake (a live
@@ -348,21 +376,26 @@ class AdminTLS:
 
     def __init__(self, cert: Path, key: Path, client_ca: Path) -> None:
         self._current = self.prepare(cert, key, client_ca)
-        self._listener = self.prepare(cert, key, client_ca)
+        self._listener = self.prepare(cert, key, client_ca).context
         self._listener.sni_callback = self._select_context
 
     @staticmethod
-    def prepare(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+    def prepare(cert: Path, key: Path, client_ca: Path) -> AdminMaterial:
         """A server context from the files, through the acceptance rule; TLSError if refused."""
-        accept_material(cert, key, client_ca, expected_name=None, purpose="admin")
-        return _base_context(ssl.PROTOCOL_TLS_SERVER, Path(cert), Path(key), Path(client_ca))
+        material = accept_material(cert, key, client_ca, expected_name=None, purpose="admin")
+        context = _base_context(ssl.PROTOCOL_TLS_SERVER, Path(cert), Path(key), Path(client_ca))
+        return AdminMaterial(context, material)
 
     def context(self) -> ssl.SSLContext:
         """The listening context; stable across reloads."""
         return self._listener
 
-    def commit(self, ctx: ssl.SSLContext) -> None:
-        self._current = ctx
+    def commit(self, staged: AdminMaterial) -> None:
+        self._current = staged
+
+    def certificates(self) -> tuple[CertificateFacts, ...]:
+        """Expiry facts of the installed admin server certificate (``kind`` "admin")."""
+        return self._current.material.expiry
 
     def _select_context(self, ssl_object: ssl.SSLObject, _name: str | None, _: Any) -> None:
-        ssl_object.context = self._current
+        ssl_object.context = self._current.context

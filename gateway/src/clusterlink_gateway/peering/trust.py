@@ -16,12 +16,13 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from .revocation import Revocation
 
@@ -74,6 +75,41 @@ class TrustAnchors:
 
 
 @dataclass(frozen=True)
+class CertificateFacts:
+    """What an operator needs to tell a certificate apart and see it expire."""
+
+    kind: str  # "gateway" (our certificate), "ca" (a CA of the fabric bundle), "admin"
+    subject: str  # RFC 4514, e.g. "CN=west"
+    fingerprint: str  # SHA-256 of the DER certificate, lower-case hex
+    not_after: dt.datetime  # UTC
+
+    @classmethod
+    def of(cls, kind: str, cert: x509.Certificate) -> CertificateFacts:
+        return cls(
+            kind,
+            cert.subject.rfc4514_string(),
+            cert.fingerprint(hashes.SHA256()).hex(),
+            cert.not_valid_after_utc,
+        )
+
+    def seconds_left(self, now: dt.datetime | None = None) -> float:
+        """Seconds until ``not_after``; negative once expired."""
+        return (self.not_after - (now or dt.datetime.now(dt.UTC))).total_seconds()
+
+    def document(self, now: dt.datetime | None = None) -> dict[str, object]:
+        """The ``/v1/status`` ``certificates[]`` entry."""
+        left = self.seconds_left(now)
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "fingerprint_sha256": self.fingerprint,
+            "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires_in_seconds": int(left // 1),
+            "expired": left <= 0,
+        }
+
+
+@dataclass(frozen=True)
 class Material:
     """Accepted material: the bytes to build contexts from and what was learned from them."""
 
@@ -85,6 +121,15 @@ class Material:
     not_after: dt.datetime
     anchors: TrustAnchors
     digest: str  # SHA-256 over the three files, to tell changed files
+
+    @cached_property
+    def expiry(self) -> tuple[CertificateFacts, ...]:
+        """Our certificate (``kind`` "gateway", or "admin" for admin material) and, for fabric
+        material, every CA of the bundle (``kind`` "ca"); computed once per material."""
+        if self.name is None:  # admin material: the CA bundle is the admin *client* CA
+            return (CertificateFacts.of("admin", self.certificate),)
+        own = CertificateFacts.of("gateway", self.certificate)
+        return (own, *(CertificateFacts.of("ca", ca) for ca in self.anchors.fabric))
 
 
 def read_file(path: Path, what: str) -> bytes:
