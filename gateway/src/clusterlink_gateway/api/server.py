@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ..peering.accept import _tls_protocol_class, classify
+from ..peering.accept import classify, tls_protocol_class
 from .limits import HEADER_TIMEOUT, TLS_PREFIX, TOO_MANY_CONNECTIONS, Refusals, Slots
 
 KEEPALIVE_BACKSTOP = 75.0  # aiohttp's own idle timer; ours (header_timeout) fires first
@@ -211,12 +211,18 @@ class Listener:
 
 
 def _counted_tls_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
-    base = _tls_protocol_class(loop)
+    base = tls_protocol_class(loop)
 
     class _Counted(base):  # type: ignore[misc, valid-type]
         """The TLS server protocol, giving its connection slot back when the socket closes."""
 
         release: Callable[[], None] | None = None
+        client_address: tuple[str, int] | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername")
+            self.client_address = (str(peer[0]), int(peer[1])) if peer else None
+            super().connection_made(transport)
 
         def connection_lost(self, exc: BaseException | None) -> None:
             release, self.release = self.release, None

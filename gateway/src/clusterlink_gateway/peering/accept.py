@@ -122,16 +122,22 @@ class _RateLimit:
         return False, 0
 
 
-def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
+def tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
+    """The TLS protocol class ``loop``'s own TLS servers use (uvloop's, or asyncio's)."""
     try:
         import uvloop
         from uvloop.loop import SSLProtocol as UVSSLProtocol
     except ImportError:  # pragma: no cover - uvloop is a dependency
         uvloop = None
     if uvloop is not None and isinstance(loop, uvloop.Loop):
-        base: type[Any] = UVSSLProtocol
-    else:
-        from asyncio.sslproto import SSLProtocol as base
+        return UVSSLProtocol  # type: ignore[no-any-return]
+    from asyncio.sslproto import SSLProtocol
+
+    return SSLProtocol
+
+
+def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type[Any]:
+    base = tls_protocol_class(loop)
 
     class _Accepting(base):  # type: ignore[misc, valid-type]
         """The TLS server protocol, gated: a connection over the acceptor's caps is reset
