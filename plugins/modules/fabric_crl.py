@@ -71,13 +71,13 @@ options:
   valid_days:
     description: Time from a new signature to the list's next update, in days.
     type: int
-    default: 30
+    default: 365
   renew_before:
     description:
       - Re-sign the list (same entries) when its next update is within this time.
       - A number followed by V(w), V(d), V(h), V(m) or V(s), or a plain number of seconds.
     type: str
-    default: 7d
+    default: 30d
   backup:
     description: Keep a timestamped copy of the list before it is replaced.
     type: bool
@@ -372,8 +372,8 @@ def main():
             ca_privatekey_path=dict(type="path", required=True),
             ca_privatekey_passphrase=dict(type="str", no_log=True),
             revoked_serials=dict(type="list", elements="str", default=[]),
-            valid_days=dict(type="int", default=30),
-            renew_before=dict(type="str", default="7d"),
+            valid_days=dict(type="int", default=365),
+            renew_before=dict(type="str", default="30d"),
             backup=dict(type="bool", default=False),
         ),
         add_file_common_args=True,
