@@ -9,13 +9,16 @@ from __future__ import annotations
 import grp
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from .model.common import IPAddress, Labels, Name, Port, Strict
 from .model.errors import format_validation_error
+
+if TYPE_CHECKING:
+    from .peering.tls import TLSSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/clusterlink/gateway.yaml")
 
@@ -24,10 +27,34 @@ class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
 
 
+class Revocation(Strict):
+    """Revoked fabric certificates, refused on both sides of the peer port."""
+
+    crl: Path | None = Field(
+        default=None, description="PEM or DER CRL signed by a CA of the fabric bundle"
+    )
+    serials: list[str] = Field(default_factory=list, description="certificate serials, hex")
+    fingerprints: list[str] = Field(
+        default_factory=list, description="SHA-256 of certificates (DER), hex"
+    )
+
+    @model_validator(mode="after")
+    def _parse(self) -> Revocation:
+        from .peering.revocation import RevocationError, parse_fingerprint, parse_serial
+
+        try:
+            self.serials = [format(parse_serial(s), "x") for s in self.serials]
+            self.fingerprints = [parse_fingerprint(f) for f in self.fingerprints]
+        except RevocationError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class TLSFiles(Strict):
     cert: Path = Path("/etc/clusterlink/tls/gateway.crt")
     key: Path = Path("/etc/clusterlink/tls/gateway.key")
     ca: Path = Path("/etc/clusterlink/tls/ca-bundle.pem")
+    revocation: Revocation = Field(default_factory=Revocation)
 
 
 class PeerListener(Strict):
@@ -136,36 +163,48 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
 
 
+def tls_settings(config: Config) -> TLSSettings:
+    """The fabric TLS settings: files, revocation, and the name our certificate must carry."""
+    from .peering.tls import TLSSettings
+
+    rev = config.tls.revocation
+    return TLSSettings(
+        config.tls.cert,
+        config.tls.key,
+        config.tls.ca,
+        expected_name=config.peer_name,
+        crl=rev.crl,
+        serials=tuple(rev.serials),
+        fingerprints=tuple(rev.fingerprints),
+    )
+
+
 def admin_tls_context(tcp: AdminTCP) -> ssl.SSLContext:
-    """Server context for the admin TCP listener: client certificates from the admin CA."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_cert_chain(tcp.cert, tcp.key)
-    ctx.load_verify_locations(cafile=str(tcp.client_ca))
-    return ctx
+    """Server context for the admin TCP listener (client certificates from the admin CA),
+    through the acceptance rule; TLSError if refused."""
+    from .peering.tls import AdminTLS
+
+    return AdminTLS.prepare(tcp.cert, tcp.key, tcp.client_ca)
 
 
-def check_runtime(config: Config) -> list[str]:
-    """Problems that only show on this host: unusable TLS files, a name the certificate
-    does not carry, an unknown group."""
-    from .peering.tls import TLSContexts, TLSError
+def check_runtime(config: Config, *, tls: bool = True) -> list[str]:
+    """Problems that only show on this host: TLS material the acceptance rule refuses (files,
+    chain, key, peer_name as a DNS SAN, validity, revocation), an unknown group. ``tls=False``:
+    the caller runs the rule itself (SIGHUP stages the material it then installs)."""
+    from .peering.tls import TLSError, load_state
 
     problems: list[str] = []
-    try:
-        name = TLSContexts(config.tls.cert, config.tls.key, config.tls.ca).local_name
-    except TLSError as exc:
-        problems.append(f"tls: cannot load certificate, key or CA bundle: {exc}")
-    else:
-        if name != config.peer_name:
+    if tls:
+        try:
+            load_state(tls_settings(config))
+        except TLSError as exc:
             problems.append(
-                f"peer_name: {config.peer_name!r} is not the name in the gateway certificate "
-                f"({name!r})"
+                f"tls: cannot load certificate, key, CA bundle or revocation list: {exc}"
             )
-    if config.admin.tcp is not None:
+    if tls and config.admin.tcp is not None:
         try:
             admin_tls_context(config.admin.tcp)
-        except (OSError, ssl.SSLError) as exc:
+        except TLSError as exc:
             problems.append(f"admin.tcp: cannot load certificate, key or client CA: {exc}")
     group = config.admin.socket_group
     if group is not None:
@@ -174,3 +213,84 @@ def check_runtime(config: Config) -> list[str]:
         except KeyError:
             problems.append(f"admin.socket_group: no such group {group!r}")
     return problems
+
+
+# -- reload: what a SIGHUP applies live and what needs a restart --------------------------------
+
+# Dotted keys (or prefixes of them) of Config; the most specific entry decides. A new Config
+# field must be classified here (a unit test walks every field).
+LIVE_KEYS = frozenset(
+    {
+        "labels",
+        "tls",  # certificate, key, CA bundle, revocation: the acceptance rule, then swapped in
+        "admin.tcp.cert",
+        "admin.tcp.key",
+        "admin.tcp.client_ca",
+        "heartbeat",
+        "dataplane.dial_timeout",
+        "dataplane.max_connections_per_import",
+        "dataplane.drain_timeout",
+        "log",
+    }
+)
+RESTART_KEYS = frozenset(
+    {
+        "peer_name",
+        "listen",
+        "admin",  # socket, its mode and group, admin.tcp added/removed or moved, body limit
+        "state_dir",
+        "imports",
+        "dataplane",  # links_per_peer, connect_timeout, handshake_timeout, idle_timeout
+        "workers",
+    }
+)
+
+
+def classify_key(key: str) -> Literal["live", "restart"] | None:
+    """Whether a change of the dotted setting ``key`` applies live; None if unclassified."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in LIVE_KEYS:
+            return "live"
+        if prefix in RESTART_KEYS:
+            return "restart"
+    return None
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The dotted keys whose value differs (a section that appears or disappears is one key)."""
+    out: list[str] = []
+
+    def walk(a: object, b: object, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict) and prefix not in ("labels",):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        elif a != b:
+            out.append(prefix)
+
+    walk(old.model_dump(), new.model_dump(), "")
+    return out
+
+
+def reload_plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """(changed keys applied live, changed keys that need a restart); unclassified keys count as
+    needing a restart."""
+    live: list[str] = []
+    restart: list[str] = []
+    for key in changed_keys(old, new):
+        (live if classify_key(key) == "live" else restart).append(key)
+    return live, restart
+
+
+def merge_live(old: Config, new: Config, live: list[str]) -> Config:
+    """``old`` with the ``live`` dotted keys taken from ``new`` (what a reload applied)."""
+    merged = old.model_dump()
+    source = new.model_dump()
+    for key in live:
+        *parents, leaf = key.split(".")
+        dst, src = merged, source
+        for part in parents:
+            dst, src = dst[part], src[part]
+        dst[leaf] = src[leaf]
+    return Config.model_validate(merged)

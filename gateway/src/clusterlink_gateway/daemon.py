@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -20,11 +19,20 @@ from aiohttp import web
 
 from . import systemd
 from .api.app import build_app
-from .config import Config, ConfigError, admin_tls_context, check_runtime, load_config
+from .config import (
+    Config,
+    ConfigError,
+    check_runtime,
+    load_config,
+    merge_live,
+    reload_plan,
+    tls_settings,
+)
 from .dataplane import DataPlane
 from .dataplane.workers import WorkerPool
 from .logs import setup_logging
 from .peering import TLSError
+from .peering.tls import AdminTLS
 from .registry import Registry
 from .store.sqlite import Store
 
@@ -54,7 +62,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._lock_file: IO[str] | None = None
         self._runner: web.AppRunner | None = None
-        self._admin_ssl: ssl.SSLContext | None = None
+        self._admin_tls: AdminTLS | None = None
         self.dataplane: DataPlane | None = None
         self.workers: WorkerPool | None = None
 
@@ -138,46 +146,50 @@ class Daemon:
         log.info("gateway stopped")
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file and certificates; keep the old ones on error."""
+        """SIGHUP: re-read the config file and certificates; nothing is applied unless all of it
+        is accepted. Settings that cannot change live are named in ``needs_restart``."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload failed; keeping the running configuration", extra={"error": str(exc)})
             return
-        problems = check_runtime(new)
+        problems = check_runtime(new, tls=self.dataplane is None)
+        staged_tls = staged_admin = None
+        if self.dataplane is not None:  # the acceptance rule; refusals are counted there
+            try:
+                staged_tls = self.dataplane.tls.prepare(tls_settings(new))
+            except TLSError as exc:
+                problems.append(
+                    f"tls: cannot load certificate, key, CA bundle or revocation list: {exc}"
+                )
+            if new.admin.tcp is not None:
+                tcp = new.admin.tcp
+                try:
+                    staged_admin = AdminTLS.prepare(tcp.cert, tcp.key, tcp.client_ca)
+                except TLSError as exc:
+                    problems.append(f"admin.tcp: cannot load certificate, key or client CA: {exc}")
         if problems:
             log.error(
                 "reload failed; keeping the running configuration",
                 extra={"error": "; ".join(problems)},
             )
             return
-        restart_needed = [
-            name
-            for name in ("peer_name", "state_dir", "listen", "admin", "imports", "workers")
-            if getattr(new, name) != getattr(self.config, name)
-        ]
+        live, restart_needed = reload_plan(self.config, new)
         setup_logging(new.log.level, new.log.format)
         self.info["labels"] = dict(new.labels)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
-        if self._admin_ssl is not None and new.admin.tcp is not None:
-            self._admin_ssl.load_cert_chain(new.admin.tcp.cert, new.admin.tcp.key)
+        if self._admin_tls is not None and staged_admin is not None:
+            self._admin_tls.commit(staged_admin)
         if self.dataplane is not None:
-            try:
-                self.dataplane.reload_tls()
-            except TLSError as exc:
-                log.error(
-                    "certificate reload failed; keeping the old ones", extra={"error": str(exc)}
-                )
-        self.config = self.config.model_copy(
-            update={
-                "labels": new.labels,
-                "log": new.log,
-                "heartbeat": new.heartbeat,
-                "tls": new.tls,
-            }
+            if staged_tls is not None:
+                self.dataplane.tls.commit(staged_tls)
+            self.dataplane.apply_config(new)
+        self.config = merge_live(self.config, new, live)
+        (log.warning if restart_needed else log.info)(
+            "configuration reloaded",
+            extra={"applied": live, "needs_restart": restart_needed},
         )
-        log.info("configuration reloaded", extra={"needs_restart": restart_needed})
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -220,9 +232,15 @@ class Daemon:
             if os.stat(admin.socket).st_gid != gid:  # no chown needed when run as that group
                 os.chown(admin.socket, -1, gid)
         if admin.tcp is not None:
-            self._admin_ssl = admin_tls_context(admin.tcp)
+            try:
+                self._admin_tls = AdminTLS(admin.tcp.cert, admin.tcp.key, admin.tcp.client_ca)
+            except TLSError as exc:
+                raise StartupError(f"admin.tcp: {exc}") from None
             site = web.TCPSite(
-                self._runner, admin.tcp.address, admin.tcp.port, ssl_context=self._admin_ssl
+                self._runner,
+                admin.tcp.address,
+                admin.tcp.port,
+                ssl_context=self._admin_tls.context(),
             )
             await site.start()
 

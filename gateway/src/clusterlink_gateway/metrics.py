@@ -97,6 +97,21 @@ class Metrics:
             "Requests from peers refused on the peer port, by calling peer and reason",
             ["peer", "reason"],
         )
+        self.tls_reloads = Counter(
+            "clusterlink_tls_reloads",
+            "TLS material or revocation state installed by a reload (SIGHUP or file watcher)",
+            registry=r,
+        )
+        self.tls_reload_failures = counter(
+            "tls_reload_failures",
+            "TLS reloads refused (old material kept), by reason (peering/trust.py REASONS)",
+            ["reason"],
+        )
+        self.revoked_links = counter(
+            "peer_links_revoked",
+            "Established peer links closed because the peer's certificate is revoked, by side",
+            ["side"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )

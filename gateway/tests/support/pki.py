@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 class Issued:
     cert: Path
     key: Path
+    serial: int = 0
 
 
 class TestCA:
@@ -54,6 +55,8 @@ class TestCA:
         dns: list[str] | None = None,
         days: int = 30,
         expired: bool = False,
+        san: bool = True,
+        not_yet_valid: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -61,7 +64,9 @@ class TestCA:
             start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
         else:
             start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
-        cert = (
+        if not_yet_valid:
+            start = now + dt.timedelta(days=1)
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(self.cert.subject)
@@ -69,11 +74,14 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(
+        )
+        if san:  # san=False: a CN-only certificate
+            builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in (dns or [name])]),
                 critical=False,
             )
-            .add_extension(
+        cert = (
+            builder.add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
@@ -82,7 +90,7 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
-        out = Issued(self.dir / f"{name}.crt", self.dir / f"{name}.key")
+        out = Issued(self.dir / f"{name}.crt", self.dir / f"{name}.key", cert.serial_number)
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         out.key.write_bytes(
             key.private_bytes(
@@ -93,3 +101,26 @@ class TestCA:
         )
         out.key.chmod(0o600)
         return out
+
+    def crl(self, path: Path, serials: list[int], *, der: bool = False) -> Path:
+        """Write a CRL signed by this CA revoking ``serials`` (PEM, or DER)."""
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=7))
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - dt.timedelta(minutes=1))
+                .build()
+            )
+        crl = builder.sign(self.key, hashes.SHA256())
+        encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(crl.public_bytes(encoding))
+        tmp.replace(path)  # atomic, as an operator's tooling would
+        return path

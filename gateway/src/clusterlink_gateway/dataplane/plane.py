@@ -12,10 +12,11 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from .. import systemd
-from ..config import Config
+from ..config import Config, tls_settings
 from ..metrics import Metrics
 from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
+from ..peering.tls import TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from .imports import ImportManager
@@ -30,14 +31,21 @@ class DataPlane:
 
     def __init__(self, config: Config, registry: Registry, local: dict[str, Any]) -> None:
         self.config = config
+        settings = tls_settings(config)
         self.tls = TLSContexts(
-            config.tls.cert,
-            config.tls.key,
-            config.tls.ca,
+            settings.cert,
+            settings.key,
+            settings.ca,
             handshake_timeout=config.listen.handshake_timeout,
+            expected_name=settings.expected_name,
+            crl=settings.crl,
+            serials=settings.serials,
+            fingerprints=settings.fingerprints,
         )
         self.engine = PolicyEngine()
         self.metrics = Metrics()
+        self.tls.on_outcome = self._tls_outcome
+        self.tls.subscribers.append(self._tls_changed)
         self.peers = PeerManager(config, self.tls)
         self.imports = ImportManager(
             registry,
@@ -126,7 +134,7 @@ class DataPlane:
             on_handshake_failure=self._handshake_failed,
             sock=sock,
         )
-        self._watch = asyncio.get_running_loop().create_task(self._watch_tls(), name="tls-watch")
+        self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()
         log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
 
@@ -150,24 +158,58 @@ class DataPlane:
             raise ValueError("offers is not a list")
         return items
 
-    def reload_tls(self) -> bool:
-        """Re-read the certificate files; on a change, new links use the new material while
-        established links drain (their streams finish undisturbed)."""
-        if not self.tls.reload():
-            return False
-        log.info("certificates reloaded", extra={"local_name": self.tls.local_name})
-        self.peers.renew_links()
-        return True
+    def reload_tls(self, settings: TLSSettings | None = None) -> bool:
+        """Re-read the certificate files (with new settings on SIGHUP); True if anything
+        changed. TLSError if refused (old material kept). Changes reach ``_tls_changed``."""
+        return self.tls.reload(settings)
 
-    async def _watch_tls(self, interval: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.reload_tls()
-            except TLSError as exc:
-                log.error(
-                    "certificate reload failed; keeping the old ones", extra={"error": str(exc)}
-                )
+    def apply_config(self, config: Config) -> None:
+        """SIGHUP: the settings that apply live here (see config.LIVE_KEYS)."""
+        dp = config.dataplane
+        self.ingress.dial_timeout = dp.dial_timeout
+        self.imports.max_connections = dp.max_connections_per_import
+        for monitor in self.peers.monitors.values():
+            monitor.timings = config.heartbeat
+            monitor.health.state.failures_down = config.heartbeat.failures_down
+            monitor.health.state.successes_up = config.heartbeat.successes_up
+        self.peers.config = self.peers.config.model_copy(update={"heartbeat": config.heartbeat})
+
+    def _tls_outcome(self, result: str, exc: TLSError | None) -> None:
+        if exc is None:
+            self.metrics.tls_reloads.inc()
+        else:
+            self.metrics.tls_reload_failures.labels(exc.reason).inc()
+
+    def _tls_changed(self, change: TLSChange) -> None:
+        """New material: new links use it, established ones drain. New revocation state (or
+        CA bundle): close at once the links whose peer certificate it revokes."""
+        if change.material:
+            log.info("certificates reloaded", extra={"local_name": self.tls.local_name})
+            self.peers.renew_links()
+        if change.revocation or change.material:
+            self.close_revoked_links()
+
+    def close_revoked_links(self) -> int:
+        """Close (GOAWAY, then close: active streams are cut) every established link, accepted
+        or dialed, whose peer certificate is revoked now; returns how many."""
+        revocation = self.tls.revocation
+        if revocation.empty:
+            return 0
+        closed = 0
+        sides = [("server", link) for link in self._links]
+        sides += [("client", link) for pool in self.peers.pools.values() for link in pool.links]
+        for side, link in list(sides):
+            why = revocation.reason_der(link.peer_certificate())
+            if why is None:
+                continue
+            log.warning(
+                "peer link closed: certificate revoked",
+                extra={"peer": link.peer, "side": side, "reason": why},
+            )
+            self.metrics.revoked_links.labels(side).inc()
+            link.close()
+            closed += 1
+        return closed
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop accepting, GOAWAY to the peers' links (they open new streams elsewhere or on a

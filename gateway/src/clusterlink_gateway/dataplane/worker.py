@@ -25,7 +25,7 @@ from pathlib import Path
 
 import uvloop
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, load_config, tls_settings
 from ..logs import setup_logging
 from ..peering import TLSError
 from ..peering.tuning import tune_malloc
@@ -121,8 +121,9 @@ class Worker:
             return
         setup_logging(new.log.level, new.log.format)
         self.local["labels"] = dict(new.labels)
-        with contextlib.suppress(TLSError):
-            self.plane.reload_tls()
+        with contextlib.suppress(TLSError):  # the main process logs the refusal
+            self.plane.reload_tls(tls_settings(new))
+        self.plane.apply_config(new)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ REASONS = (
     "tls-error",  # any other TLS failure (protocol version, cipher, alert from the client)
     "timeout",  # no complete handshake within listen.handshake_timeout
     "closed",  # the client closed or reset the connection during the handshake
+    "revoked",  # its certificate is revoked (tls.revocation)
 )
 
 _VERIFY_CODES = {
@@ -75,8 +76,13 @@ def classify(exc: BaseException | None) -> tuple[str, str]:
     return "tls-error", type(exc).__name__
 
 
-def admission_refusal(ssl_object: Any) -> tuple[str, str] | None:
-    """After a completed handshake: why the link must still be refused, or None."""
+def admission_refusal(
+    ssl_object: Any, revoked: Callable[[Any], str | None] | None = None
+) -> tuple[str, str] | None:
+    """After a completed handshake: why the link must still be refused, or None.
+    ``revoked`` (``TLSContexts.revoked``) says why a certificate is revoked."""
+    if revoked is not None and (why := revoked(ssl_object)) is not None:
+        return "revoked", why
     alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
     if alpn not in ALPN:
         return "no-alpn", f"ALPN {alpn or 'none'} instead of h2"

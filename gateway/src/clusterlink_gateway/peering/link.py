@@ -362,6 +362,13 @@ class _Link(asyncio.Protocol):
     def active_streams(self) -> int:
         return len(self._streams)
 
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER), for revocation checks; None once closed."""
+        if self._transport is None or self._closing:
+            return None
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
     def buffered(self) -> int:
         """Bytes held on the Python side: unsent stream data plus the TLS write buffer."""
         transport_bytes = self._transport.get_write_buffer_size() if self._transport else 0
@@ -625,14 +632,16 @@ class ServerLink(_Link):
         idle_timeout: float | None,
         keepalive: float,
         registry: set[ServerLink] | None = None,
+        revoked: Callable[[Any], str | None] | None = None,
     ) -> None:
         super().__init__(limits, idle_timeout=idle_timeout, keepalive=keepalive)
+        self._revoked = revoked
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
         self._registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        refused = admission_refusal(transport.get_extra_info("ssl_object"))
+        refused = admission_refusal(transport.get_extra_info("ssl_object"), self._revoked)
         if refused is not None:  # the acceptor logs and counts it
             self.refused = refused
             self._closing = True
@@ -722,7 +731,14 @@ async def start_peer_server(
     acceptor = PeerAcceptor(tls.server_context(), handshake_timeout, on_handshake_failure)
     return await loop.create_server(
         lambda: acceptor.wrap(
-            ServerLink(handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links)
+            ServerLink(
+                handler,
+                lim,
+                idle_timeout=idle_timeout,
+                keepalive=keepalive,
+                registry=links,
+                revoked=tls.revoked,
+            )
         ),
         None if sock else host,
         None if sock else port,
@@ -901,6 +917,14 @@ async def dial(
         raise ConnectionError(
             f"{peer_name} at {host}:{port}: {str(exc) or type(exc).__name__}"
         ) from None
+    revoked = tls.revoked(link._transport.get_extra_info("ssl_object") if link._transport else None)
+    if revoked is not None:
+        link.abort()
+        log.warning(
+            "peer link refused: certificate revoked",
+            extra={"peer": peer_name, "address": f"{host}:{port}", "reason": revoked},
+        )
+        raise ConnectionError(f"{peer_name} at {host}:{port}: certificate revoked: {revoked}")
     if not link.usable:
         raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")
     link.endpoint = (host, port)

@@ -1,9 +1,14 @@
-"""Fabric mTLS material: the gateway's certificate and key and the fabric CA bundle.
+"""Fabric mTLS material: the gateway's certificate and key, the fabric CA bundle, revocation.
 
 The listener keeps one ``SSLContext`` for its whole life; its SNI callback swaps in the newest
 context at the start of every handshake, so reloaded files apply to new connections while
 established ones are untouched, and refuses a client whose SNI is not our name. Key material is
 never logged.
+
+Every load goes through ``trust.accept_material`` (the one acceptance rule). There is one
+reload path: ``TLSContexts.reload`` (called by SIGHUP and by ``watch``, the file watcher);
+subscribers (the data plane) hear of every change. A refusal keeps the old material, is counted
+through ``on_outcome`` and logged by the watcher once per distinct failure.
 """
 
 from __future__ import annotations
@@ -14,78 +19,58 @@ import hashlib
 import logging
 import os
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
+
+from .revocation import Revocation, RevocationError, build_revocation
+from .trust import Material, TLSError, TrustAnchors, accept_material, read_file
 
 log = logging.getLogger("clusterlink.peering")
 
 ALPN = ["h2"]
 
-
-class TLSError(Exception):
-    """Certificate, key or CA bundle cannot be used; the message names the file and reason."""
+__all__ = ["ALPN", "AdminTLS", "TLSChange", "TLSContexts", "TLSError", "TLSSettings"]
 
 
 @dataclass(frozen=True)
-class _Material:
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-    name: str
-    not_after: dt.datetime | None
-    digest: str
+class TLSSettings:
+    """What ``tls`` in gateway.yaml names, plus the name our certificate must carry."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    expected_name: str | None = None  # peer_name; None: the first DNS SAN (tests, tools)
+    crl: Path | None = None
+    serials: tuple[str, ...] = ()
+    fingerprints: tuple[str, ...] = ()
+
+    def watched(self) -> tuple[Path, ...]:
+        return (self.cert, self.key, self.ca) + ((self.crl,) if self.crl else ())
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TLSError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
-    if not data.strip():
-        raise TLSError(f"{what} {path}: file is empty")
-    return data
+@dataclass(frozen=True)
+class TLSChange:
+    """What a reload changed: our material (cert/key/CA) and/or the revocation state."""
+
+    material: bool
+    revocation: bool
 
 
-def _decode_cert(path: Path) -> dict[str, Any]:
-    """The certificate as ``SSLSocket.getpeercert()`` would describe it."""
-    try:
-        from cryptography import x509
-    except ImportError:  # pragma: no cover - cryptography is optional at runtime
-        decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-        if decode is None:
-            return {}
-        try:
-            return dict(decode(str(path)))
-        except (ssl.SSLError, OSError) as exc:
-            raise TLSError(f"certificate {path}: not a PEM certificate: {exc}") from None
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError as exc:
-        raise TLSError(f"certificate {path}: not a PEM certificate: {exc}") from None
-    common_names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    info: dict[str, Any] = {
-        "subject": tuple((("commonName", str(attr.value)),) for attr in common_names),
-        "notAfter": cert.not_valid_after_utc,
-    }
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        info["subjectAltName"] = tuple(
-            ("DNS", name) for name in san.value.get_values_for_type(x509.DNSName)
-        )
-    except x509.ExtensionNotFound:
-        pass
-    return info
+@dataclass(frozen=True)
+class _State:
+    settings: TLSSettings
+    material: Material
+    revocation: Revocation
+    server: ssl.SSLContext = field(repr=False)
+    client: ssl.SSLContext = field(repr=False)
+    signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
 
-
-def _name_from(cert: dict[str, Any]) -> str | None:
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "DNS" and value:
-            return str(value)
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value:
-                return str(value)
-    return None
+    @property
+    def name(self) -> str:
+        assert self.material.name is not None
+        return self.material.name
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
@@ -96,15 +81,15 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | Non
         cert = ssl_object.getpeercert()
     except (ValueError, ssl.SSLError):
         return None
-    return _name_from(cert) if cert else None
-
-
-def _not_after(cert: dict[str, Any]) -> dt.datetime | None:
-    value = cert.get("notAfter")
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(value), dt.UTC)
+    if not cert:
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "DNS" and value:
+            return str(value)
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)
     return None
 
 
@@ -112,17 +97,18 @@ def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLCont
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.set_alpn_protocols(ALPN)
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc):
-            raise TLSError(f"key {key} does not match certificate {cert}") from None
+            raise TLSError(f"key {key} does not match certificate {cert}", "key-mismatch") from None
         raise TLSError(
             f"certificate {cert} / key {key}: cannot load: {exc.reason or exc}"
         ) from None
     except OSError as exc:
-        raise TLSError(f"certificate {cert} / key {key}: cannot load: {exc}") from None
+        raise TLSError(
+            f"certificate {cert} / key {key}: cannot load: {exc}", "unreadable"
+        ) from None
     try:
         ctx.load_verify_locations(cafile=str(ca))
     except (ssl.SSLError, OSError) as exc:
@@ -132,38 +118,105 @@ def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLCont
     return ctx
 
 
-def _server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca)
-    ctx.num_tickets = 0  # links are long-lived; tickets would only cost CPU
-    return ctx
+def _unchanged_since(material: Material, cert: Path, key: Path, ca: Path) -> None:
+    """The contexts were built from the paths: refuse if the files changed since they were
+    checked (a renewal caught half-written); the next change is tried again."""
+    digest = hashlib.sha256()
+    for path, what in ((cert, "certificate"), (key, "key"), (ca, "CA bundle")):
+        digest.update(hashlib.sha256(read_file(path, what)).digest())
+    if digest.hexdigest() != material.digest:
+        raise TLSError(f"certificate {cert}: files changed while being loaded", "changed")
 
 
-def _client_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca)
-    ctx.check_hostname = True
-    return ctx
+def load_state(settings: TLSSettings) -> _State:
+    """Apply the acceptance rule to the files and settings and build the contexts."""
+    anchors = TrustAnchors.from_bundle(read_file(settings.ca, "CA bundle"), settings.ca)
+    try:
+        revocation = build_revocation(
+            settings.crl, settings.serials, settings.fingerprints, anchors.fabric
+        )
+    except RevocationError as exc:
+        raise TLSError(f"tls.revocation: {exc}", "bad-crl") from None
+    material = accept_material(
+        settings.cert,
+        settings.key,
+        settings.ca,
+        expected_name=settings.expected_name,
+        revocation=revocation,
+    )
+    server = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
+    server.set_alpn_protocols(ALPN)
+    server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
+    client = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
+    client.set_alpn_protocols(ALPN)
+    client.check_hostname = True
+    _unchanged_since(material, settings.cert, settings.key, settings.ca)
+    return _State(settings, material, revocation, server, client)
+
+
+Outcome = Callable[[str, "TLSError | None"], None]
+Subscriber = Callable[[TLSChange], None]
+
+
+def _stat(paths: tuple[Path, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 class TLSContexts:
-    """Fabric mTLS material (gateway cert+key, CA bundle), reloadable without restart."""
+    """Fabric mTLS material (gateway cert+key, CA bundle, revocation), reloadable without
+    restart."""
 
-    def __init__(self, cert: Path, key: Path, ca: Path, *, handshake_timeout: float = 10.0) -> None:
-        self.cert, self.key, self.ca = Path(cert), Path(key), Path(ca)
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        *,
+        handshake_timeout: float = 10.0,
+        expected_name: str | None = None,
+        crl: Path | None = None,
+        serials: tuple[str, ...] = (),
+        fingerprints: tuple[str, ...] = (),
+    ) -> None:
+        settings = TLSSettings(
+            Path(cert), Path(key), Path(ca), expected_name, crl, tuple(serials), tuple(fingerprints)
+        )
         self.handshake_timeout = handshake_timeout
-        self._signature = self._stat()
-        self._current = self._load()
-        self._listener = _server_context(self.cert, self.key, self.ca)
+        self._signature = _stat(settings.watched())
+        self._current = load_state(settings)
+        self._listener = _base_context(
+            ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
+        )
+        self._listener.set_alpn_protocols(ALPN)
         self._listener.sni_callback = self._select_context
+        self.subscribers: list[Subscriber] = []
+        self.on_outcome: Outcome | None = None  # ("success" | "failure", error): metrics
+        self._logged_failure: str | None = None
+
+    @property
+    def settings(self) -> TLSSettings:
+        return self._current.settings
 
     @property
     def local_name(self) -> str:
-        """Our peer name, from our own certificate (first DNS SAN, else CN)."""
+        """Our peer name: the configured one, which our certificate carries as a DNS SAN."""
         return self._current.name
 
     @property
     def not_after(self) -> dt.datetime | None:
         """When our certificate expires."""
-        return self._current.not_after
+        return self._current.material.not_after
+
+    @property
+    def revocation(self) -> Revocation:
+        return self._current.revocation
 
     def server_context(self) -> ssl.SSLContext:
         """The listener's context; stable across reloads."""
@@ -173,38 +226,93 @@ class TLSContexts:
         """The current context for dialing a peer (pass ``server_hostname=<peer name>``)."""
         return self._current.client
 
-    def reload(self) -> bool:
-        """Re-read the files; True if their content changed. Bad files: TLSError, old kept."""
-        signature = self._stat()
-        material = self._load(unless=self._current.digest)
-        self._signature = signature
-        if material is None:
-            return False
-        self._current = material
+    def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+        """Why the peer certificate of a completed handshake is revoked, or None."""
+        revocation = self._current.revocation
+        if revocation.empty or ssl_object is None:
+            return None
+        try:
+            der = ssl_object.getpeercert(binary_form=True)
+        except (ValueError, ssl.SSLError):
+            return None
+        return revocation.reason_der(der)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def prepare(self, settings: TLSSettings | None = None) -> _State:
+        """Load and check new material (default: the current settings, files re-read) without
+        installing it; TLSError (counted) if refused."""
+        settings = settings or self._current.settings
+        signature = _stat(settings.watched())
+        try:
+            state = load_state(settings)
+        except TLSError as exc:
+            self._signature = signature  # the watcher retries once the files change again
+            self._outcome("failure", exc)
+            raise
+        return replace(state, signature=signature)
+
+    def commit(self, state: _State) -> TLSChange | None:
+        """Install prepared material; the change (None if nothing changed), told to subscribers."""
+        old = self._current
+        if state.signature:
+            self._signature = state.signature
+        change = TLSChange(
+            material=state.material.digest != old.material.digest or state.name != old.name,
+            revocation=state.revocation != old.revocation
+            or state.material.anchors != old.material.anchors,
+        )
+        self._logged_failure = None
+        if not (change.material or change.revocation or state.settings != old.settings):
+            return None
+        self._current = state
+        self._outcome("success", None)
         log.info(
             "TLS material reloaded",
-            extra={"peer_name": material.name, "not_after": str(material.not_after)},
+            extra={
+                "peer_name": state.name,
+                "not_after": str(state.material.not_after),
+                "material_changed": change.material,
+                "revocation_changed": change.revocation,
+                "revoked_entries": len(state.revocation.crl_entries)
+                + len(state.revocation.serials)
+                + len(state.revocation.fingerprints),
+            },
         )
-        return True
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(change)
+            except Exception:
+                log.exception("TLS change subscriber failed")
+        return change
+
+    def reload(self, settings: TLSSettings | None = None) -> bool:
+        """Re-read the files (with new ``settings``, e.g. on SIGHUP); True if anything changed.
+        A refusal raises TLSError and keeps the old material."""
+        return self.commit(self.prepare(settings)) is not None
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Reload whenever a file's mtime, size or inode changes; errors are logged, not raised."""
-        failed: tuple[Any, ...] | None = None
+        """The certificate file watcher: reload when a watched file (cert, key, CA bundle, CRL)
+        changes its mtime, size or inode. Refusals are logged once per distinct failure."""
         while True:
             await asyncio.sleep(interval)
-            signature = self._stat()
-            if signature == self._signature or signature == failed:
+            if _stat(self._current.settings.watched()) == self._signature:
                 continue
             try:
                 self.reload()
-                failed = None
             except TLSError as exc:
-                failed = signature
-                log.error(
-                    "TLS reload failed; keeping the current material", extra={"error": str(exc)}
-                )
+                if str(exc) != self._logged_failure:
+                    self._logged_failure = str(exc)
+                    log.error(
+                        "TLS reload refused; keeping the current material",
+                        extra={"reason": exc.reason, "error": str(exc)},
+                    )
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _outcome(self, result: str, exc: TLSError | None) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(result, exc)
 
     def _select_context(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any
@@ -217,35 +325,29 @@ class TLSContexts:
         ssl_object.context = current.server
         return None
 
-    def _stat(self) -> tuple[Any, ...]:
-        out: list[Any] = []
-        for path in (self.cert, self.key, self.ca):
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append(None)
-        return tuple(out)
 
-    @overload
-    def _load(self) -> _Material: ...
-    @overload
-    def _load(self, unless: str) -> _Material | None: ...
+class AdminTLS:
+    """The admin TCP listener's material (server cert+key, admin client CA), reloadable: the
+    listening context's SNI callback swaps in the newest context at every handshake (a live
+    ``SSLContext`` cannot drop a CA, so a replaced client CA needs a fresh context)."""
 
-    def _load(self, unless: str | None = None) -> _Material | None:
-        """Build contexts from the files; None if their digest is ``unless`` (unchanged)."""
-        digest = hashlib.sha256()
-        for path, what in ((self.cert, "certificate"), (self.key, "key"), (self.ca, "CA bundle")):
-            digest.update(_read(path, what))
-        if digest.hexdigest() == unless:
-            return None
-        info = _decode_cert(self.cert)
-        name = _name_from(info)
-        if not name:
-            raise TLSError(f"certificate {self.cert}: has neither a DNS SAN nor a CN")
-        not_after = _not_after(info)
-        if not_after is not None and not_after < dt.datetime.now(dt.UTC):
-            raise TLSError(f"certificate {self.cert}: expired at {not_after.isoformat()}")
-        server = _server_context(self.cert, self.key, self.ca)
-        client = _client_context(self.cert, self.key, self.ca)
-        return _Material(server, client, name, not_after, digest.hexdigest())
+    def __init__(self, cert: Path, key: Path, client_ca: Path) -> None:
+        self._current = self.prepare(cert, key, client_ca)
+        self._listener = self.prepare(cert, key, client_ca)
+        self._listener.sni_callback = self._select_context
+
+    @staticmethod
+    def prepare(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+        """A server context from the files, through the acceptance rule; TLSError if refused."""
+        accept_material(cert, key, client_ca, expected_name=None, purpose="admin")
+        return _base_context(ssl.PROTOCOL_TLS_SERVER, Path(cert), Path(key), Path(client_ca))
+
+    def context(self) -> ssl.SSLContext:
+        """The listening context; stable across reloads."""
+        return self._listener
+
+    def commit(self, ctx: ssl.SSLContext) -> None:
+        self._current = ctx
+
+    def _select_context(self, ssl_object: ssl.SSLObject, _name: str | None, _: Any) -> None:
+        ssl_object.context = self._current
