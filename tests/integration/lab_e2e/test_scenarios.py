@@ -24,6 +24,7 @@ import json
 import re
 import secrets
 import shutil
+import tempfile
 import time
 
 import pytest
@@ -347,7 +348,9 @@ def test_import_removed_from_inventory_is_gone(fab):
 
 def test_new_site_extends_the_mesh(fab):
     fab.members = LAB_HOSTS
-    # a imports from d too (for the decommission test): only from d, and d before b.
+    # a peers with d and imports from it too (for the decommission test): only from d, and d
+    # before b.
+    fab.host_vars["a"]["clusterlink_peers"] = [*SITES, "d"]
     fab.host_vars["a"]["clusterlink_imports"] = [
         *fab.host_vars["a"]["clusterlink_imports"],
         *D_IMPORTS,
@@ -395,17 +398,20 @@ def _tls_state(fab, hosts):
     }  # fmt: skip
 
 
-def test_second_controller_cannot_re_key_the_fabric(fab, tmp_path):
+def test_second_controller_cannot_re_key_the_fabric(fab, tmp_path_factory):
     """A controller with an empty home (no CA directory) runs site.yml with and without
     --limit: both fail before changing anything, naming the fabric's CA; traffic flows."""
     ca = x509.load_pem_x509_certificate((fab.pki_dir / "ca.crt").read_bytes())
     fingerprint = ca.fingerprint(hashes.SHA256()).hex(":").upper()
-    other = Fabric(fab.lab, tmp_path / "laptop", "unused")
+    # A short work directory: ssh's ControlPath socket lives under it (108-byte limit).
+    laptop = tmp_path_factory.mktemp("laptop")
+    other = Fabric(fab.lab, laptop, "unused")
     other.group_vars = {k: v for k, v in fab.group_vars.items() if k != "clusterlink_pki_dir"}
     other.host_vars, other.members = fab.host_vars, fab.members
-    home = tmp_path / "laptop" / "home"
+    home = laptop / "home"
     home.mkdir()
     other.env["HOME"] = str(home)
+    other.env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = tempfile.mkdtemp(prefix="cp-", dir="/tmp")
     before = _tls_state(fab, fab.members)
     loop = ClientLoop(fab, "a", 9004).start()  # a -> b through the import fo
     time.sleep(2)
