@@ -121,6 +121,14 @@ def _iso(value):
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def serial_hex(serial):
+    """A serial number as colon-separated hexadecimal, whole bytes (``7B:01``)."""
+    text = f"{serial:X}"
+    if len(text) % 2:
+        text = "0" + text
+    return ":".join(text[i : i + 2] for i in range(0, len(text), 2))
+
+
 def _colon_hex(data):
     return ":".join(f"{b:02X}" for b in data)
 

@@ -20,12 +20,16 @@ Run: ``.venv/bin/python -m pytest -m lab tests/integration/lab_e2e/test_scenario
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import secrets
 import shutil
+import tempfile
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from .support import REPO, UNIT, ClientLoop, Fabric, can_run, create_lab, no_failures
 
@@ -54,6 +58,11 @@ def lb_import(name: str, port: int, scheme: str) -> dict:
     }
 
 
+D_IMPORTS = [
+    {"name": "d-web", "port": 9006, "sources": [{"peer": "d", "export": "web"}]},
+    {"name": "fo-d", "port": 9007, "sources": [{"peer": "d", "export": "web"}, {"peer": "b", "export": "web"}],
+     "lb_scheme": "static"},
+]  # fmt: skip
 A_IMPORTS = [
     {"name": "conn", "port": 9000, "sources": [{"peer": "b", "export": "web"}]},
     lb_import("lb-rr", 9001, "round-robin"),
@@ -339,6 +348,13 @@ def test_import_removed_from_inventory_is_gone(fab):
 
 def test_new_site_extends_the_mesh(fab):
     fab.members = LAB_HOSTS
+    # a peers with d and imports from it too (for the decommission test): only from d, and d
+    # before b.
+    fab.host_vars["a"]["clusterlink_peers"] = [*SITES, "d"]
+    fab.host_vars["a"]["clusterlink_imports"] = [
+        *fab.host_vars["a"]["clusterlink_imports"],
+        *D_IMPORTS,
+    ]
     recap, _ = fab.playbook("site")
     assert no_failures(recap) and recap["d"]["changed"] > 0, recap
     for h in ("b", "c"):
@@ -348,6 +364,114 @@ def test_new_site_extends_the_mesh(fab):
         lambda: fab.reachable("d") == dict.fromkeys(SITES, True),
         60,
     )
+    fab.start_web("d", "d")
+    assert fab.wait("a -> d through d-web", lambda: fab.get("a", 9006) == "d", 60)
+    assert fab.get("a", 9007) == "d"
+
+
+# ----- no silent new fabric, decommission (issue "Trust that holds") -------------------------
+TLS_FILES = "/etc/clusterlink/tls/*"
+PROBE = """
+import socket, ssl, sys
+host, name, cert, key, ca = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["h2"])
+try:
+    s = ctx.wrap_socket(socket.create_connection((host, 443), timeout=5), server_hostname=name)
+    s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes.fromhex("000000040000000000"))
+    data = s.recv(65536)
+    print("open" if data else "closed")
+except (ssl.SSLError, ConnectionError) as e:
+    print("closed", type(e).__name__)
+except socket.timeout:
+    print("open")
+"""
+
+
+def _tls_state(fab, hosts):
+    """Checksums of every TLS file and the configuration, and the release, of each host."""
+    return {
+        h: fab.sh(h, f"sha256sum {TLS_FILES} /etc/clusterlink/gateway.yaml; "
+                     "readlink /opt/clusterlink/current")
+        for h in hosts
+    }  # fmt: skip
+
+
+def test_second_controller_cannot_re_key_the_fabric(fab, tmp_path_factory):
+    """A controller with an empty home (no CA directory) runs site.yml with and without
+    --limit: both fail before changing anything, naming the fabric's CA; traffic flows."""
+    ca = x509.load_pem_x509_certificate((fab.pki_dir / "ca.crt").read_bytes())
+    fingerprint = ca.fingerprint(hashes.SHA256()).hex(":").upper()
+    # A short work directory: ssh's ControlPath socket lives under it (108-byte limit).
+    laptop = tmp_path_factory.mktemp("laptop")
+    other = Fabric(fab.lab, laptop, "unused")
+    other.group_vars = {k: v for k, v in fab.group_vars.items() if k != "clusterlink_pki_dir"}
+    other.host_vars, other.members = fab.host_vars, fab.members
+    home = laptop / "home"
+    home.mkdir()
+    other.env["HOME"] = str(home)
+    other.env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = tempfile.mkdtemp(prefix="cp-", dir="/tmp")
+    before = _tls_state(fab, fab.members)
+    loop = ClientLoop(fab, "a", 9004).start()  # a -> b through the import fo
+    time.sleep(2)
+    for args in ((), ("--limit", "b")):
+        recap, out = other.playbook("site", *args, check=False)
+        assert any(c["failed"] for c in recap.values()), (args, recap)
+        assert all(c["changed"] == 0 for c in recap.values()), (args, recap)
+        assert "Refusing to start a new fabric" in out, out[-4000:]
+        assert fingerprint in out and f"CN={fab.group_vars['clusterlink_fabric_name']}" in out
+        assert "clusterlink_pki_ca_cert_content" in out  # how to bring the right CA
+    time.sleep(2)
+    results = loop.stop()
+    failed = [(t, r) for t, r in results if r != "b"]
+    print(f"\nsecond controller: {other.timings}; client loop a->b: "
+          f"{len(results) - len(failed)} ok, {len(failed)} failed")  # fmt: skip
+    assert _tls_state(fab, fab.members) == before
+    assert not list(home.rglob("ca.key")), "the second controller made a CA key"
+    assert len(results) > 20 and not failed, failed
+
+
+def test_decommission_revokes_and_removes_a_site(fab):
+    """decommission.yml -e site=d: d's key is refused everywhere, its Peer and sources are
+    gone, d's gateway is removed; idempotent, check mode clean; site.yml brings d back."""
+    fab.sh("d", "cp /etc/clusterlink/tls/gateway.key /root/old.key; "
+                "cp /etc/clusterlink/tls/gateway.crt /root/old.crt; "
+                "cp /etc/clusterlink/tls/ca-bundle.pem /root/old-ca.pem")  # fmt: skip
+    fab.lab.run("d", "cat > /root/probe.py", input=PROBE, timeout=30)
+    probe = "python3 /root/probe.py {} {} /root/old.crt /root/old.key /root/old-ca.pem"
+    old_serial = fab.sh("d", "openssl x509 -noout -serial -in /root/old.crt").split("=")[1].strip()
+    assert fab.sh("d", probe.format("198.18.0.10", "a")).startswith("open")  # admitted today
+    recap, _ = fab.playbook("decommission", "-e", "site=d")
+    assert no_failures(recap), recap
+    assert fab.lab.run("d", "systemctl is-active clusterlink-gateway").stdout.strip() != "active"
+    assert fab.sh("d", "ls /opt/clusterlink /etc/clusterlink 2>/dev/null", check=False) == ""
+    for h in SITES:
+        assert "d" not in fab.peers(h), h
+        crl = fab.sh(h, "openssl crl -noout -text -in /etc/clusterlink/tls/revoked.crl")
+        assert old_serial in crl.replace(":", "").upper(), (h, crl)
+    data = json.loads(fab.gwctl("a", "-o json get imports"))
+    imports = {i["name"]: i for i in (data if isinstance(data, list) else data.get("items", []))}
+    assert "d-web" not in imports, imports  # its only source was d
+    assert [src["peer"] for src in imports["fo-d"]["spec"]["sources"]] == ["b"], imports
+    assert fab.get("a", 9007) == "b"  # fo-d lost its source at d; b still answers
+    # d's old key and certificate are refused on the peer ports of the other sites.
+    for h, address in (("a", "198.18.0.10"), ("b", "198.18.0.11")):
+        assert fab.sh("d", probe.format(address, h)).startswith("closed"), h
+        log = fab.sh(h, f"journalctl -u {UNIT} --no-pager -o cat --grep 'reason=revoked'")
+        assert old_serial.lower().lstrip("0") in log.lower(), (h, log[-2000:])
+    again, _ = fab.playbook("decommission", "-e", "site=d")
+    assert no_failures(again) and all(c["changed"] == 0 for c in again.values()), again
+    check, _ = fab.playbook("decommission", "-e", "site=d", "--check")
+    assert no_failures(check) and all(c["changed"] == 0 for c in check.values()), check
+    # Re-adding d (it is still in the inventory): a new certificate, not revoked, accepted.
+    recap, _ = fab.playbook("site")
+    assert no_failures(recap), recap
+    serial = fab.sh("d", "openssl x509 -noout -serial -in /etc/clusterlink/tls/gateway.crt")
+    assert serial.split("=")[1].strip() != old_serial
+    fab.start_web("d", "d")
+    assert fab.wait("a -> d through d-web again", lambda: fab.get("a", 9006) == "d", 60)
+    fab.wait("d reaches a, b, c", lambda: fab.reachable("d") == dict.fromkeys(SITES, True), 60)
 
 
 def test_uninstall_leaves_no_trace(fab):
