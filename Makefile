@@ -39,6 +39,7 @@ lint: venv collection-path
 	$(BIN)/ruff check gateway tests plugins bench tools
 	$(BIN)/ruff format --check gateway tests plugins bench tools
 	$(BIN)/python tools/check_argument_specs.py
+	$(BIN)/python tools/check_role_variables.py
 	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 
 sanity: venv
