@@ -7,7 +7,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,45 +17,8 @@ from clusterlink_gateway.client import AdminClient
 from support.fabric import Fabric
 from support.gateway import BIN, GatewayProcess, free_port
 from support.pki import Issued, TestCA
-from support.probes import log_records, metrics, poll
+from support.probes import TcpEcho, log_records, metrics, poll, roundtrip
 from support.traffic import eventually, get
-
-
-class TcpEcho:
-    """A plain TCP echo server (keeps connections open for as long as the client wants)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def roundtrip(sock: socket.socket, payload: bytes) -> bytes:
-    sock.sendall(payload)
-    got = b""
-    while len(got) < len(payload):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def test_rotation_to_a_new_fabric_without_restart(fabric: Fabric) -> None:
