@@ -99,8 +99,8 @@ def check_role(role):
     return problems
 
 
-def main(argv):
-    roots = [Path(arg) for arg in argv] or [Path(__file__).resolve().parent.parent / "roles"]
+def check_roles(roots, check):
+    """``check(role)`` for every role directory under ``roots``: (problems, roles checked)."""
     problems, checked = [], 0
     for root in roots:
         if not root.is_dir():
@@ -109,9 +109,15 @@ def main(argv):
         for role in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             checked += 1
             try:
-                problems += check_role(role)
+                problems += check(role)
             except (OSError, ValueError, yaml.YAMLError) as exc:
                 problems.append(f"{role.name}: {exc}")
+    return problems, checked
+
+
+def main(argv):
+    roots = [Path(arg) for arg in argv] or [Path(__file__).resolve().parent.parent / "roles"]
+    problems, checked = check_roles(roots, check_role)
     for problem in problems:
         print(problem, file=sys.stderr)
     print(f"{checked} role(s) checked, {len(problems)} problem(s)")

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_argument_specs import check_roles, load_specs  # a sibling script
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("tasks", "templates", "handlers", "vars", "defaults")
 USED = re.compile(r"(?<![\w.])clusterlink_[a-z0-9_]*[a-z0-9]")
@@ -39,16 +42,12 @@ DOC_NAME = re.compile(r"`(clusterlink_[a-z0-9_]+)")
 
 
 def load_options(role: Path) -> tuple[Path | None, set[str]]:
-    for name in ("argument_specs.yml", "argument_specs.yaml"):
-        path = role / "meta" / name
-        if path.is_file():
-            with open(path, encoding="utf-8") as handle:
-                specs = (yaml.safe_load(handle) or {}).get("argument_specs") or {}
-            options: set[str] = set()
-            for spec in specs.values():
-                options |= set(((spec or {}).get("options")) or {})
-            return path, options
-    return None, set()
+    """The role's argument specs file and the options of all its entry points."""
+    path, specs = load_specs(role)
+    options: set[str] = set()
+    for spec in specs.values():
+        options |= set(((spec or {}).get("options")) or {})
+    return path, options
 
 
 def role_files(role: Path) -> list[Path]:
@@ -169,18 +168,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     roots = args.roots or [ROOT / "roles"]
     contract = documented_names(args.docs)
-    problems: list[str] = []
-    checked = 0
-    for root in roots:
-        if not root.is_dir():
-            problems.append(f"{root}: not a directory")
-            continue
-        for role in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            checked += 1
-            try:
-                problems += check_role(role, contract, args.playbooks)
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                problems.append(f"{role.name}: {exc}")
+    problems, checked = check_roles(roots, lambda role: check_role(role, contract, args.playbooks))
     for problem in problems:
         print(problem, file=sys.stderr)
     print(f"{checked} role(s) checked for variables, {len(problems)} problem(s)")
