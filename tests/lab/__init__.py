@@ -13,7 +13,7 @@ Command line: ``python3 -m tests.lab --help``. Needs root.
 """
 
 from .image import ensure_image, image_path
-from .lab import Host, Lab, Site, list_labs, state_root
+from .lab import Host, Lab, Site, create_when_free, list_labs, state_root
 from .util import LabError
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Lab",
     "LabError",
     "Site",
+    "create_when_free",
     "ensure_image",
     "image_path",
     "list_labs",

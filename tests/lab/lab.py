@@ -35,7 +35,19 @@ from .util import LabError, log, mountpoints, remove_tree, run
 TOPOLOGIES = ("flat", "cloud")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-FLAT_NET = "198.18.0"
+
+
+def _flat_net() -> str:
+    """First three octets of the flat subnet (env ``CLUSTERLINK_LAB_FLAT_NET``, default
+    198.18.0): engineers who need two flat labs at once give the second one its own /24."""
+    value = os.environ.get("CLUSTERLINK_LAB_FLAT_NET", "198.18.0")
+    octets = value.split(".")
+    if len(octets) != 3 or not all(o.isdigit() and int(o) < 256 for o in octets):
+        raise LabError(f"CLUSTERLINK_LAB_FLAT_NET={value!r}: want three octets like 198.18.0")
+    return value
+
+
+FLAT_NET = _flat_net()
 PUBLIC_NET = "198.19.0"
 FIRST_HOST = 10
 ROUTER_OCTET = 254
@@ -108,6 +120,8 @@ class _State:
     public_port: int
     hosts: dict[str, Host] = field(default_factory=dict)
     sites: dict[str, Site] = field(default_factory=dict)
+    # The process that last created or repaired the lab: (pid, start time).
+    owner: tuple[int, int] | None = None
 
 
 def _proc_start(pid: int) -> tuple[str, int] | None:
@@ -180,6 +194,35 @@ def _reap(pid: int) -> None:
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
         del _CHILDREN[pid]
+
+
+def _reclaim_stale_holder(address: str) -> None:
+    """Destroy the lab whose bridge holds ``address`` if that lab is stale."""
+    holder = net.addresses().get(address)
+    if holder is None:
+        return
+    for name in list_labs():
+        if holder.startswith("clb") and holder[3:9] == _tag(name):
+            other = Lab(name)
+            if other.is_stale():
+                log(f"lab {name} holds {address} but its creator and hosts are gone: removing it")
+                other.destroy()
+            return
+
+
+def create_when_free(name: str, wait: float = 900, **kw: Any) -> Lab:
+    """Create lab ``name`` (``Lab.create`` keywords); flat labs share one subnet, so while a
+    live lab holds it, wait up to ``wait`` seconds for it to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        lab = Lab(name)
+        try:
+            return lab.create(**kw)
+        except LabError as exc:
+            lab.destroy()
+            if "already assigned" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(10)
 
 
 def _is_mounted(path: Path) -> bool:
@@ -285,6 +328,7 @@ class Lab:
             public_port=raw["public_port"],
             hosts={h["name"]: Host(**h) for h in raw["hosts"]},
             sites={s["name"]: Site(**s) for s in raw["sites"]},
+            owner=tuple(raw["owner"]) if raw.get("owner") else None,  # type: ignore[arg-type]
         )
 
     def _save(self) -> None:
@@ -295,6 +339,7 @@ class Lab:
             "public_port": self._state.public_port,
             "hosts": [asdict(h) for h in self._state.hosts.values()],
             "sites": [asdict(s) for s in self._state.sites.values()],
+            "owner": list(self._state.owner) if self._state.owner else None,
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -404,6 +449,8 @@ class Lab:
                     )
                 for h, x in plan.hosts.items():
                     x.pid, x.pid_start = old.hosts[h].pid, old.hosts[h].pid_start
+            me = _proc_start(os.getpid())
+            plan.owner = (os.getpid(), me[1]) if me else None
             self._state = plan
             self._save()
             self._ensure_key()
@@ -441,6 +488,7 @@ class Lab:
     def _ensure_network(self) -> None:
         assert self._state is not None
         if self._state.topology == "flat":
+            _reclaim_stale_holder(f"{FLAT_NET}.1")
             net.ensure_bridge(f"clb{self.tag}s0", f"{FLAT_NET}.1/24")
         else:
             self._ensure_router()
@@ -640,6 +688,18 @@ class Lab:
                 break
             time.sleep(0.5)
         raise LabError(f"{self.name}/{h.name}: not ready after {timeout}s (state: {state})")
+
+    def is_stale(self) -> bool:
+        """True if the process that created the lab is gone and none of its hosts runs
+        (what a killed test run leaves behind); such a lab blocks its subnet for nothing."""
+        if self._state is None:
+            return False
+        owner = self._state.owner
+        if owner is not None:
+            info = _proc_start(owner[0])
+            if info is not None and info[0] not in ("Z", "X") and info[1] == owner[1]:
+                return False
+        return not any(self.is_running(h) for h in self.hosts)
 
     def _stop_pids(self, pids: Mapping[int, int | None], grace: float = 15) -> None:
         """SIGTERM (orderly container shutdown), then SIGKILL, the given nspawn PIDs."""

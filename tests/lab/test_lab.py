@@ -246,6 +246,33 @@ def test_flat_destroy_leaves_nothing(flat: Lab) -> None:
     assert "lt-flat" not in cli("list").stdout
 
 
+@lab_test
+def test_flat_stale_lab_is_reclaimed_live_one_is_not() -> None:
+    """A flat lab left by a killed run (creator gone, hosts down) must not block the shared
+    subnet forever (a CI run once lost 36 tests to one); a live lab is never taken."""
+    stale, nxt = Lab("lt-stale"), Lab("lt-next")
+    try:
+        stale.destroy()
+        stale.create(["a"], topology="flat")
+        assert not stale.is_stale()  # this process created it
+        with pytest.raises(LabError, match="already assigned"):
+            nxt.create(["a"], topology="flat")
+        nxt.destroy()
+        stale.poweroff("a")
+        assert not stale.is_stale()  # creator still alive
+        state = json.loads((stale.dir / "state.json").read_text())
+        state["owner"] = [state["owner"][0], state["owner"][1] + 1]  # a process now gone
+        (stale.dir / "state.json").write_text(json.dumps(state))
+        stale = Lab("lt-stale")
+        assert stale.is_stale()
+        nxt.create(["a"], topology="flat")
+        assert_gone(Lab("lt-stale"))
+        assert nxt.run("a", "true").returncode == 0
+    finally:
+        nxt.destroy()
+        stale.destroy()
+
+
 # ----- cloud lab ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[Lab]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import Lab, LabError
+from tests.lab import Lab, create_when_free
 
 from ..lab_e2e.support import ansible_env
 
@@ -129,17 +129,8 @@ class Deployment:
 
 
 def create_lab(name: str, wait: float = 600) -> Lab:
-    """Create the lab; flat labs share a subnet, so wait while another one is up."""
-    deadline = time.monotonic() + wait
-    while True:
-        lab = Lab(name)
-        try:
-            return lab.create(hosts=list(HOSTS), topology="flat")
-        except LabError as exc:
-            lab.destroy()
-            if "already assigned" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(10)
+    """Create the lab, waiting while another flat lab holds the shared subnet."""
+    return create_when_free(name, wait, hosts=list(HOSTS), topology="flat")
 
 
 @pytest.fixture(scope="module")

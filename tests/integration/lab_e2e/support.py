@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.lab import Lab, LabError
+from tests.lab import Lab, create_when_free
 
 REPO = Path(__file__).resolve().parents[3]
 NEEDS = ("systemd-nspawn", "debootstrap", "nft", "ip", "ssh")
@@ -40,17 +40,8 @@ def can_run() -> bool:
 
 
 def create_lab(name: str, hosts: list[str], wait: float = 900, **kw: Any) -> Lab:
-    """Create the lab; flat labs share one subnet, so wait while another one is up."""
-    deadline = time.monotonic() + wait
-    while True:
-        lab = Lab(name)
-        try:
-            return lab.create(hosts=hosts, **kw)
-        except LabError as exc:
-            lab.destroy()
-            if "already assigned" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(10)
+    """Create the lab, waiting while another flat lab holds the shared subnet."""
+    return create_when_free(name, wait, hosts=hosts, **kw)
 
 
 def ansible_env(workdir: Path) -> dict[str, str]:
