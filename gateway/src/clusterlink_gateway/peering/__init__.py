@@ -4,25 +4,29 @@
 * ``revocation``: revoked certificates (CRL signed by a fabric CA, serials, fingerprints).
 * ``tls``: fabric certificates and contexts, reloadable (one reload path, with subscribers).
 * ``h2core``: the sans-IO HTTP/2 core (flow control, GOAWAY, limits).
-* ``link``: the asyncio protocol around it; server (``start_peer_server``) and client links.
+* ``stream``: a stream as a byte pipe (``Stream``) and the errors streams raise.
+* ``session``: a link's HTTP/2 session, the asyncio protocol around the core; its two roles:
+  ``serving`` (HTTP/2 server, a handler per request) and ``requesting`` (HTTP/2 client).
+* ``connect``: connection setup, dialing (``dial``) and accepting (``start_peer_server``)
+  verified TLS transports, with the admission rule as the accepting side's hook.
 * ``pool``: ``PeerPool``, long-lived links to one peer with endpoint failover.
 * ``relay``: ``TcpRelay``, splicing a TCP socket to a stream.
 * ``tuning``: ``tune_malloc``, to call once at daemon start-up (halves CPU per GB).
 """
 
-from .link import (
+from .connect import start_peer_server
+from .pool import PeerPool
+from .relay import TcpRelay
+from .serving import IncomingStream
+from .stream import (
     BodyTooLarge,
-    IncomingStream,
     NotProcessed,
     RequestRejected,
     Response,
     Stream,
     StreamError,
     StreamProtocol,
-    start_peer_server,
 )
-from .pool import PeerPool
-from .relay import TcpRelay
 from .tls import TLSContexts, TLSError, peer_identity
 from .tuning import tune_malloc
 

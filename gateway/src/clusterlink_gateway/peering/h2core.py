@@ -11,7 +11,7 @@
 * GOAWAY that drains: streams the peer accepted keep running, the ones it did not are reported
   so the caller can retry them elsewhere.
 
-No sockets, clocks or tasks here; ``link.py`` drives it.
+No sockets, clocks or tasks here; ``session.py`` drives it.
 """
 
 from __future__ import annotations

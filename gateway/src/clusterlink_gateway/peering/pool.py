@@ -19,9 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .connect import dial
 from .h2core import Limits
-from .link import KEEPALIVE, ClientLink, NotProcessed, Response, Stream, dial
 from .ondemand import Action, OnDemand
+from .requesting import ClientLink
+from .session import KEEPALIVE
+from .stream import NotProcessed, Response, Stream
 from .tls import TLSContexts
 
 log = logging.getLogger("clusterlink.peering")

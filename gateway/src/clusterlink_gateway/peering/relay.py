@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from .link import Stream
+from .stream import Stream
 
 EARLY_LIMIT = 64 << 10
 _LINGER_RST = struct.pack("ii", 1, 0)
