@@ -103,13 +103,16 @@ class Controller:
         (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
         return inv
 
-    def site(self, inventory: Path, label: str) -> subprocess.CompletedProcess[str]:
-        """``ansible-playbook clusterlink.fabric.site`` by FQCN, from an empty directory."""
+    def site(
+        self, inventory: Path, label: str, playbook: str = "site", *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``ansible-playbook clusterlink.fabric.<playbook>`` by FQCN, from an empty directory."""
         cwd = self.workdir / "empty"
         cwd.mkdir(exist_ok=True)
         started = time.monotonic()
         proc = subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", str(inventory), "clusterlink.fabric.site"],
+            [str(BIN / "ansible-playbook"), "-i", str(inventory),
+             f"clusterlink.fabric.{playbook}", *args],
             cwd=cwd, env=self.env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
         self.timings[label] = time.monotonic() - started
@@ -144,6 +147,15 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
         print("\nplatforms timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
 
 
+def footprint(controller: Controller, host: str) -> str:
+    """What the roles left on ``host`` (files, user, group); empty if nothing."""
+    return controller.sh(
+        host,
+        " ; ".join(f"test -e {p} && echo {p}" for p in FOOTPRINT)
+        + " ; getent passwd clusterlink ; getent group clusterlink ; true",
+    ).stdout.strip()
+
+
 def test_hosts_are_the_releases_we_claim(controller: Controller) -> None:
     for host, python in PYTHONS.items():
         out = controller.sh(
@@ -165,12 +177,7 @@ def test_unfit_host_fails_preflight_and_nothing_is_touched(controller: Controlle
     # It failed up front: no later play started, on any host.
     assert "Deploy the ClusterLink gateways" not in out, out[-6000:]
     for host in IMAGES:
-        left = controller.sh(
-            host,
-            " ; ".join(f"test -e {p} && echo {p}" for p in FOOTPRINT)
-            + " ; getent passwd clusterlink ; getent group clusterlink ; true",
-        )
-        assert left.stdout.strip() == "", (host, left.stdout)
+        assert footprint(controller, host) == "", host
     assert not (controller.home / ".clusterlink").exists(), "a fabric CA was made"
 
 
@@ -202,3 +209,15 @@ def test_debian_12_and_13_fabric_carries_the_example_traffic(controller: Control
     else:
         journal = controller.sh("west", "journalctl -u clusterlink-gateway --no-pager -n 40")
         raise AssertionError(f"west -> east db failed: {last}\n{journal.stdout}")
+
+
+def test_uninstall_leaves_nothing_on_either_release(controller: Controller) -> None:
+    """uninstall switches back to the host's own Python (discovered again, as
+    clusterlink_gateway_system_python is empty) before the virtualenv goes."""
+    proc = controller.site(
+        controller.inventory(["east", "west"]), "uninstall", "uninstall",
+        "-e", "clusterlink_uninstall_all=true",
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
+    for host in ("east", "west"):
+        assert footprint(controller, host) == "", host
