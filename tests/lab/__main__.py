@@ -18,14 +18,22 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _sites(value: str) -> dict[str, str]:
-    sites = {}
+def _pairs(value: str, what: str) -> dict[str, str]:
+    pairs = {}
     for item in _csv(value):
-        host, sep, site = item.partition("=")
-        if not sep or not host or not site:
-            raise argparse.ArgumentTypeError(f"expected HOST=SITE, got {item!r}")
-        sites[host.strip()] = site.strip()
-    return sites
+        host, sep, other = item.partition("=")
+        if not sep or not host or not other:
+            raise argparse.ArgumentTypeError(f"expected HOST={what}, got {item!r}")
+        pairs[host.strip()] = other.strip()
+    return pairs
+
+
+def _sites(value: str) -> dict[str, str]:
+    return _pairs(value, "SITE")
+
+
+def _images(value: str) -> dict[str, str]:
+    return _pairs(value, "IMAGE")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("image", help="build (or reuse) the cached base image")
     s.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is current")
+    s.add_argument(
+        "--suite",
+        choices=image.SUITES,
+        default=image.SUITE,
+        help=f"Debian release of the image (default {image.SUITE})",
+    )
 
     s = sub.add_parser("create", help="create a lab, or repair an existing one")
     s.add_argument("--name", required=True)
@@ -44,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--topology", choices=("flat", "cloud"), default="flat")
     s.add_argument("--sites", type=_sites, default=None, help="cloud: host=site,... ")
     s.add_argument("--public-port", type=int, default=443, help="cloud: the peer port")
+    s.add_argument(
+        "--images",
+        type=_images,
+        default=None,
+        help=f"host=release,... (one of {', '.join(image.SUITES)}; default {image.SUITE})",
+    )
     s.add_argument("--timeout", type=float, default=120, help="seconds to wait for boot")
 
     for name, text in (
@@ -99,12 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "image":
             started = time.monotonic()
-            path = image.ensure_image(rebuild=args.rebuild)
+            path = image.ensure_image(rebuild=args.rebuild, suite=args.suite)
             log(f"image ready in {time.monotonic() - started:.1f}s")
             print(path)
         elif args.command == "create":
             lab = Lab(args.name).create(
-                args.hosts, args.topology, args.sites, args.public_port, args.timeout
+                args.hosts, args.topology, args.sites, args.public_port, args.timeout, args.images
             )
             _print_status(lab, True)
         elif args.command == "destroy":

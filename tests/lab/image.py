@@ -12,7 +12,9 @@ from pathlib import Path
 
 from .util import LabError, log, remove_tree
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default image
+# Debian releases a lab host can boot (``Lab.create(images={host: suite})``).
+SUITES = ("bookworm", "trixie", "bullseye")
 VARIANT = "minbase"
 PACKAGES = (
     "systemd",
@@ -48,6 +50,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UseDNS no
 """
+# OpenSSH before 8.7 (bullseye) rejects KbdInteractiveAuthentication; its name there differs.
+_OLD_SSHD = {"bullseye"}
 SOURCES_FILE = Path("/etc/apt/sources.list.d/debian.sources")
 
 
@@ -56,18 +60,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CLUSTERLINK_LAB_CACHE", "/var/cache/clusterlink-lab"))
 
 
-def image_path() -> Path:
-    """Path of the cached base image."""
-    return cache_dir() / f"base-{SUITE}"
+def check_suite(suite: str) -> str:
+    """Return ``suite`` if the lab can build it, else raise a LabError naming the choices."""
+    if suite not in SUITES:
+        raise LabError(f"unknown image {suite!r} (want one of {', '.join(SUITES)})")
+    return suite
+
+
+def image_path(suite: str = SUITE) -> Path:
+    """Path of the cached base image of Debian ``suite``."""
+    return cache_dir() / f"base-{check_suite(suite)}"
 
 
 def _stamp_path(image: Path) -> Path:
     return image.with_name(image.name + ".stamp")
 
 
-def _wanted_stamp(packages: tuple[str, ...]) -> dict[str, object]:
+def _wanted_stamp(packages: tuple[str, ...], suite: str = SUITE) -> dict[str, object]:
     return {
-        "suite": SUITE,
+        "suite": suite,
         "variant": VARIANT,
         "packages": sorted(packages),
         "customisation": CUSTOMISATION_VERSION,
@@ -88,14 +99,14 @@ def mirror() -> str:
     raise LabError(f"no URIs: line in {SOURCES_FILE}")
 
 
-def image_is_current(packages: tuple[str, ...] = PACKAGES) -> bool:
-    """True if the cached image exists and was built with the same recipe."""
-    image = image_path()
+def image_is_current(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE) -> bool:
+    """True if the cached image of ``suite`` exists and was built with the same recipe."""
+    image = image_path(suite)
     stamp = _stamp_path(image)
     if not image.is_dir() or not stamp.is_file():
         return False
     try:
-        return json.loads(stamp.read_text()) == _wanted_stamp(packages)
+        return json.loads(stamp.read_text()) == _wanted_stamp(packages, suite)
     except (OSError, ValueError):
         return False
 
@@ -106,47 +117,60 @@ def _image_in_use(image: Path) -> bool:
         return any(needle in line for line in f)
 
 
-def ensure_image(packages: tuple[str, ...] = PACKAGES, *, rebuild: bool = False) -> Path:
-    """Return the cached base image, building it first if missing or stale."""
-    image = image_path()
-    if not rebuild and image_is_current(packages):
+def _build_prefix(suite: str) -> str:
+    # bookworm keeps the historical names so older checkouts sharing the cache agree.
+    return ".build-" if suite == SUITE else f".build.{suite}-"
+
+
+def ensure_image(
+    packages: tuple[str, ...] = PACKAGES, *, rebuild: bool = False, suite: str = SUITE
+) -> Path:
+    """Return the cached base image of ``suite``, building it first if missing or stale.
+
+    Each release has its own image, stamp, lock and build directories, so images of different
+    releases build independently (and in parallel)."""
+    image = image_path(suite)
+    if not rebuild and image_is_current(packages, suite):
         return image
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
+    lock_name = ".lock" if suite == SUITE else f".lock.{suite}"
+    prefix = _build_prefix(suite)
+    with open(root / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not rebuild and image_is_current(packages):
+        if not rebuild and image_is_current(packages, suite):
             return image
         if image.exists() and _image_in_use(image):
             raise LabError(f"{image} is stale but mounted by a running lab; destroy labs first")
-        for leftover in root.glob(".build-*"):
+        for leftover in root.glob(f"{prefix}*"):
             if leftover.is_dir():
                 remove_tree(leftover)
             else:
                 leftover.unlink()
-        build = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+        build = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         build.chmod(0o755)  # becomes every host's "/"
         try:
-            _debootstrap(build, packages)
-            _customise(build)
+            _debootstrap(build, packages, suite)
+            _customise(build, suite)
             _stamp_path(image).unlink(missing_ok=True)
             if image.exists():
-                old = Path(tempfile.mkdtemp(prefix=".build-old-", dir=root))
+                old = Path(tempfile.mkdtemp(prefix=f"{prefix}old-", dir=root))
                 image.rename(old / "image")
                 remove_tree(old)
             build.rename(image)
-            _stamp_path(image).write_text(json.dumps(_wanted_stamp(packages), indent=1) + "\n")
+            stamp = _wanted_stamp(packages, suite)
+            _stamp_path(image).write_text(json.dumps(stamp, indent=1) + "\n")
         finally:
             remove_tree(build)
     return image
 
 
-def _debootstrap(target: Path, packages: tuple[str, ...]) -> None:
+def _debootstrap(target: Path, packages: tuple[str, ...], suite: str) -> None:
     cmd = [
         "debootstrap",
         f"--variant={VARIANT}",
         f"--include={','.join(packages)}",
-        SUITE,
+        suite,
         str(target),
         mirror(),
     ]
@@ -162,7 +186,7 @@ def _debootstrap(target: Path, packages: tuple[str, ...]) -> None:
     log(f"debootstrap done in {time.monotonic() - started:.0f}s")
 
 
-def _customise(root: Path) -> None:
+def _customise(root: Path, suite: str = SUITE) -> None:
     """One-time changes shared by every host; per-host identity is added at create time."""
     etc = root / "etc"
     # Per-host identity (machine-id, SSH host keys) is generated when a host is created.
@@ -171,7 +195,10 @@ def _customise(root: Path) -> None:
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()
     (etc / "ssh/sshd_config.d").mkdir(exist_ok=True)
-    (etc / "ssh/sshd_config.d/clusterlink-lab.conf").write_text(SSHD_CONFIG)
+    sshd = SSHD_CONFIG
+    if suite in _OLD_SSHD:
+        sshd = sshd.replace("KbdInteractiveAuthentication", "ChallengeResponseAuthentication")
+    (etc / "ssh/sshd_config.d/clusterlink-lab.conf").write_text(sshd)
     wants = etc / "systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     ssh_link = wants / "ssh.service"

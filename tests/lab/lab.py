@@ -106,6 +106,7 @@ class Host:
     site: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    image: str = image.SUITE  # the Debian release the host boots (tests.lab.image.SUITES)
 
     @property
     def machine(self) -> str:
@@ -230,10 +231,14 @@ def _is_mounted(path: Path) -> bool:
 
 
 def _parallel(fn: Callable[[Host], Any], hosts: Sequence[Host]) -> list[Any]:
-    if len(hosts) <= 1:
-        return [fn(h) for h in hosts]
-    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-        return list(pool.map(fn, hosts))
+    return _parallel_map(fn, hosts)
+
+
+def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 class Lab:
@@ -353,7 +358,12 @@ class Lab:
             yield
 
     def _plan(
-        self, hosts: Sequence[str], topology: str, sites: Mapping[str, str] | None, port: int
+        self,
+        hosts: Sequence[str],
+        topology: str,
+        sites: Mapping[str, str] | None,
+        port: int,
+        images: Mapping[str, str] | None = None,
     ) -> _State:
         if topology not in TOPOLOGIES:
             raise LabError(f"unknown topology {topology!r} (want one of {TOPOLOGIES})")
@@ -365,6 +375,19 @@ class Lab:
         for h in names:
             if not HOST_RE.match(h) or h.endswith("-"):
                 raise LabError(f"invalid host name {h!r} (want {HOST_RE.pattern})")
+        unknown_hosts = set(images or {}) - set(names)
+        if unknown_hosts:
+            raise LabError(f"images names unknown hosts: {sorted(unknown_hosts)}")
+        for suite in (images or {}).values():
+            image.check_suite(suite)
+        state = self._plan_network(names, topology, sites, port)
+        for h in state.hosts.values():
+            h.image = (images or {}).get(h.name, image.SUITE)
+        return state
+
+    def _plan_network(
+        self, names: list[str], topology: str, sites: Mapping[str, str] | None, port: int
+    ) -> _State:
         state = _State(self.name, topology, port)
         if topology == "flat":
             if sites:
@@ -425,14 +448,21 @@ class Lab:
         sites: Mapping[str, str] | None = None,
         public_port: int = 443,
         timeout: float = 120,
+        images: Mapping[str, str] | None = None,
     ) -> Lab:
-        """Create the lab, or repair an existing one with the same shape; hosts end up running."""
+        """Create the lab, or repair an existing one with the same shape; hosts end up running.
+
+        ``images`` maps host names to the Debian release they boot (``bookworm`` by default,
+        also ``trixie`` and ``bullseye``: ``tests.lab.image.SUITES``); each release's image is
+        built once and cached."""
         started = time.monotonic()
-        plan = self._plan(hosts, topology, sites, public_port)
+        plan = self._plan(hosts, topology, sites, public_port, images)
         for other in list_labs():
             if other != self.name and _tag(other) == self.tag:
                 raise LabError(f"lab name {self.name!r} collides with lab {other!r}; rename")
-        base = image.ensure_image()
+        suites = sorted({h.image for h in plan.hosts.values()})
+        built = _parallel_map(lambda s: image.ensure_image(suite=s), suites)
+        bases = dict(zip(suites, built, strict=True))
         with self._locked():
             self._load()
             if self._state is not None:
@@ -440,8 +470,8 @@ class Lab:
                 same = (
                     old.topology == plan.topology
                     and old.public_port == plan.public_port
-                    and {h: (x.address, x.site) for h, x in old.hosts.items()}
-                    == {h: (x.address, x.site) for h, x in plan.hosts.items()}
+                    and {h: (x.address, x.site, x.image) for h, x in old.hosts.items()}
+                    == {h: (x.address, x.site, x.image) for h, x in plan.hosts.items()}
                 )
                 if not same:
                     raise LabError(
@@ -455,7 +485,7 @@ class Lab:
             self._save()
             self._ensure_key()
             self._ensure_network()
-            _parallel(lambda h: self._prepare_host(h, base), list(plan.hosts.values()))
+            _parallel(lambda h: self._prepare_host(h, bases[h.image]), list(plan.hosts.values()))
             for h in plan.hosts.values():
                 if not self.is_running(h.name):
                     self._start(h)
@@ -882,6 +912,7 @@ class Lab:
             "hosts": {
                 h.name: {
                     "address": h.address,
+                    "image": h.image,
                     "site": h.site,
                     "public_address": self.sites[h.site].public_address if h.site else None,
                     "gateway": h.gateway,

@@ -18,10 +18,13 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.lab import Lab, LabError, net
-from tests.lab.lab import _cgroup_mounts, _nspawn_root
+from tests.lab.lab import FLAT_NET, _cgroup_mounts, _nspawn_root
 from tests.lab.util import mounts_under
 
 F = TypeVar("F", bound=Callable[..., Any])
+NET = FLAT_NET  # CLUSTERLINK_LAB_FLAT_NET: parallel runs on one machine use their own /24
+# Prefix of this module's lab names (CLUSTERLINK_LAB_TEST_PREFIX), for parallel runs.
+P = os.environ.get("CLUSTERLINK_LAB_TEST_PREFIX", "lt")
 REPO = Path(__file__).resolve().parents[2]
 NEEDS = ("systemd-nspawn", "debootstrap", "nft", "ip", "ssh")
 root_only = pytest.mark.skipif(
@@ -86,18 +89,18 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 # ----- pure planning (no root needed) ------------------------------------------------------
 def test_plan_flat_addresses_follow_host_name_order() -> None:
-    plan = Lab("lt-plan")._plan(["c", "a", "b"], "flat", None, 443)
+    plan = Lab(f"{P}-plan")._plan(["c", "a", "b"], "flat", None, 443)
     assert {h: x.address for h, x in plan.hosts.items()} == {
-        "a": "198.18.0.10",
-        "b": "198.18.0.11",
-        "c": "198.18.0.12",
+        "a": f"{NET}.10",
+        "b": f"{NET}.11",
+        "c": f"{NET}.12",
     }
-    assert {x.gateway for x in plan.hosts.values()} == {"198.18.0.1"}
+    assert {x.gateway for x in plan.hosts.values()} == {f"{NET}.1"}
     assert all(len(x.veth) <= 15 and len(x.bridge) <= 15 for x in plan.hosts.values())
 
 
 def test_plan_cloud_sites() -> None:
-    lab = Lab("lt-plan")
+    lab = Lab(f"{P}-plan")
     plan = lab._plan(["a", "b", "c"], "cloud", {"a": "east", "b": "west", "c": "east"}, 443)
     assert plan.hosts["a"].address == "198.18.1.10"
     assert plan.hosts["c"].address == "198.18.1.11"
@@ -112,10 +115,24 @@ def test_plan_cloud_sites() -> None:
         lab._plan(["Bad_Name"], "flat", None, 443)
 
 
+def test_plan_images_per_host() -> None:
+    lab = Lab(f"{P}-plan")
+    plan = lab._plan(["a", "b", "c"], "flat", None, 443, {"b": "trixie", "c": "bullseye"})
+    assert {h: x.image for h, x in plan.hosts.items()} == {
+        "a": "bookworm",
+        "b": "trixie",
+        "c": "bullseye",
+    }
+    with pytest.raises(LabError, match="unknown image 'sid'"):
+        lab._plan(["a"], "flat", None, 443, {"a": "sid"})
+    with pytest.raises(LabError, match="unknown hosts"):
+        lab._plan(["a"], "flat", None, 443, {"zz": "trixie"})
+
+
 # ----- flat lab -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def flat() -> Iterator[Lab]:
-    lab = Lab("lt-flat")
+    lab = Lab(f"{P}-flat")
     lab.destroy()
     try:
         yield lab.create(["a", "b"], topology="flat")
@@ -152,30 +169,30 @@ def test_flat_hosts_do_not_share_services(flat: Lab) -> None:
 
 @lab_test
 def test_flat_hosts_reach_each_other(flat: Lab) -> None:
-    assert flat.hosts["a"].address == "198.18.0.10"
-    assert flat.hosts["b"].address == "198.18.0.11"
+    assert flat.hosts["a"].address == f"{NET}.10"
+    assert flat.hosts["b"].address == f"{NET}.11"
     listen(flat, "a", 8080)
     listen(flat, "b", 8080)
-    assert http_code(flat, "a", "http://198.18.0.11:8080/") == "200"
-    assert http_code(flat, "b", "http://198.18.0.10:8080/") == "200"
+    assert http_code(flat, "a", f"http://{NET}.11:8080/") == "200"
+    assert http_code(flat, "b", f"http://{NET}.10:8080/") == "200"
 
 
 @lab_test
 def test_flat_inventory_and_cli(flat: Lab) -> None:
     text = flat.inventory_path.read_text()
     assert "clusterlink_gateways:" in text
-    assert 'ansible_host: "198.18.0.10"' in text
+    assert f'ansible_host: "{NET}.10"' in text
     assert f'ansible_ssh_private_key_file: "{flat.key_path}"' in text
-    status = cli("status", "--name", "lt-flat", "--json")
+    status = cli("status", "--name", f"{P}-flat", "--json")
     assert status.returncode == 0, status.stderr
     desc = json.loads(status.stdout)
     assert desc["inventory"] == str(flat.inventory_path)
     assert {h: x["address"] for h, x in desc["hosts"].items()} == {
-        "a": "198.18.0.10",
-        "b": "198.18.0.11",
+        "a": f"{NET}.10",
+        "b": f"{NET}.11",
     }
     assert all(x["running"] and x["pid"] for x in desc["hosts"].values())
-    out = cli("ssh", "--name", "lt-flat", "b", "--", "hostname")
+    out = cli("ssh", "--name", f"{P}-flat", "b", "--", "hostname")
     assert out.stdout.strip() == "b", out.stderr
     ansible = Path(sys.executable).parent / "ansible"
     if ansible.exists():
@@ -218,10 +235,10 @@ def test_flat_link_down_partitions_a_host(flat: Lab) -> None:
     listen(flat, "b", 8081)
     flat.link_down("b")
     try:
-        assert http_code(flat, "a", "http://198.18.0.11:8081/") == "000"
+        assert http_code(flat, "a", f"http://{NET}.11:8081/") == "000"
     finally:
         flat.link_up("b")
-    assert http_code(flat, "a", "http://198.18.0.11:8081/", timeout=5) == "200"
+    assert http_code(flat, "a", f"http://{NET}.11:8081/", timeout=5) == "200"
 
 
 @lab_test
@@ -238,19 +255,19 @@ def test_flat_poweroff_and_start(flat: Lab) -> None:
 @lab_test
 def test_flat_destroy_leaves_nothing(flat: Lab) -> None:
     assert flat.hosts
-    out = cli("destroy", "--name", "lt-flat")
+    out = cli("destroy", "--name", f"{P}-flat")
     assert out.returncode == 0, out.stderr
-    assert_gone(Lab("lt-flat"))
-    again = cli("destroy", "--name", "lt-flat")
+    assert_gone(Lab(f"{P}-flat"))
+    again = cli("destroy", "--name", f"{P}-flat")
     assert again.returncode == 0, again.stderr
-    assert "lt-flat" not in cli("list").stdout
+    assert f"{P}-flat" not in cli("list").stdout
 
 
 @lab_test
 def test_flat_stale_lab_is_reclaimed_live_one_is_not() -> None:
     """A flat lab left by a killed run (creator gone, hosts down) must not block the shared
     subnet forever (a CI run once lost 36 tests to one); a live lab is never taken."""
-    stale, nxt = Lab("lt-stale"), Lab("lt-next")
+    stale, nxt = Lab(f"{P}-stale"), Lab(f"{P}-next")
     try:
         stale.destroy()
         stale.create(["a"], topology="flat")
@@ -263,20 +280,53 @@ def test_flat_stale_lab_is_reclaimed_live_one_is_not() -> None:
         state = json.loads((stale.dir / "state.json").read_text())
         state["owner"] = [state["owner"][0], state["owner"][1] + 1]  # a process now gone
         (stale.dir / "state.json").write_text(json.dumps(state))
-        stale = Lab("lt-stale")
+        stale = Lab(f"{P}-stale")
         assert stale.is_stale()
         nxt.create(["a"], topology="flat")
-        assert_gone(Lab("lt-stale"))
+        assert_gone(Lab(f"{P}-stale"))
         assert nxt.run("a", "true").returncode == 0
     finally:
         nxt.destroy()
         stale.destroy()
 
 
+@lab_test
+def test_hosts_boot_the_debian_release_they_choose() -> None:
+    """``--images``: one lab mixing Debian 12 (default), 13 and 11, each from its own cached
+    image; a second create with other images is refused (a different shape)."""
+    name = f"{P}-images"
+    try:
+        out = cli("create", "--name", name, "--hosts", "a,b,c", "--images", "b=trixie,c=bullseye")
+        assert out.returncode == 0, out.stderr
+        status = json.loads(out.stdout)
+        assert {h: x["image"] for h, x in status["hosts"].items()} == {
+            "a": "bookworm",
+            "b": "trixie",
+            "c": "bullseye",
+        }
+        lab = Lab(name)
+        want = {"a": ("bookworm", "3.11"), "b": ("trixie", "3.13"), "c": ("bullseye", "3.9")}
+        for host, (codename, python) in want.items():
+            out = lab.run(
+                host,
+                ". /etc/os-release; echo $VERSION_CODENAME; systemctl is-system-running; "
+                "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
+            )
+            assert out.stdout.split() == [codename, "running", python], (host, out)
+        with pytest.raises(LabError, match="different shape"):
+            Lab(name).create(["a", "b", "c"], images={"b": "bullseye"})
+        bad = cli("create", "--name", f"{P}-bad", "--hosts", "a", "--images", "a=sid")
+        assert bad.returncode != 0 and "unknown image 'sid'" in bad.stderr
+    finally:
+        Lab(name).destroy()
+        Lab(f"{P}-bad").destroy()
+    assert_gone(Lab(name))
+
+
 # ----- cloud lab ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[Lab]:
-    lab = Lab("lt-cloud")
+    lab = Lab(f"{P}-cloud")
     lab.destroy()
     try:
         yield lab.create(["a", "b"], topology="cloud", sites={"a": "site1", "b": "site2"})
@@ -296,7 +346,7 @@ def test_cloud_addresses_and_inventory(cloud: Lab) -> None:
     assert 'clusterlink_peer_name: "site1"' in text
     assert 'clusterlink_advertise_address: "198.19.0.12"' in text
     with pytest.raises(LabError):
-        Lab("lt-cloud").create(["a", "b"], topology="flat")
+        Lab(f"{P}-cloud").create(["a", "b"], topology="flat")
 
 
 @lab_test

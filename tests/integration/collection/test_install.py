@@ -11,16 +11,14 @@ ANSIBLE_COLLECTIONS_PATH: no checkout is involved.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
+from tests.integration.galaxy import BIN, build_and_install
+
 # Far above the collection's own size (sources, docs, gateway/): catches a .venv, a lab image
 # or caches slipping into the tarball.
 MAX_TARBALL_BYTES = 5 * 1024 * 1024
@@ -29,27 +27,7 @@ MAX_TARBALL_BYTES = 5 * 1024 * 1024
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, str]]:
     """(tarball, collections path, environment) after a build and an install."""
-    work = tmp_path_factory.mktemp("install")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(work / "collections"),
-        ANSIBLE_LOCAL_TEMP=str(work / "tmp"),
-        ANSIBLE_HOME=str(work / "ansible-home"),
-        ANSIBLE_NOCOLOR="1",
-    )
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work), str(REPO)],
-        cwd=work, env=env, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    tarballs = sorted(work.glob("clusterlink-fabric-*.tar.gz"))
-    assert len(tarballs) == 1, tarballs
-    subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(work / "collections"),
-         str(tarballs[0])],
-        cwd=work, env=env, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    return tarballs[0], work / "collections", env
+    return build_and_install(tmp_path_factory.mktemp("install"))
 
 
 def test_tarball_is_small_and_clean(installed: tuple[Path, Path, dict[str, str]]) -> None:

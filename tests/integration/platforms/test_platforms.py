@@ -1,0 +1,223 @@
+# Copyright: Contributors to the clusterlink.fabric collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Platforms proven: the two_hosts example on Debian 12 + 13, and a Debian 11 host refused.
+
+One lab, booted once for the module: ``east`` (Debian 12, Python 3.11), ``west`` (Debian 13,
+Python 3.13) and ``old`` (Debian 11, Python 3.9 only). The collection is built and installed
+with ``ansible-galaxy collection install`` into an empty collections path, and
+``clusterlink.fabric.site`` runs by FQCN from an empty directory (no checkout anywhere on the
+path), with ``inventories/two_hosts`` copied as it is: only the addresses, the SSH user and
+key are the lab's (and the ``old`` host is added for the first test).
+
+* With ``old`` in the inventory the run fails in preflight, naming ``old``, its Python 3.9 and
+  what to do, and no host (nor the controller's CA directory) is touched.
+* Without it, the mixed fabric deploys, each host's gateway runs on its own Python, and a
+  client on west reaches "PostgreSQL" on east (a TCP echo server on 127.0.0.1:5432) at
+  127.0.0.1:5432, as the example's comments promise and its policies allow.
+
+Run: ``.venv/bin/python -m pytest -m lab tests/integration/platforms`` (root).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.galaxy import BIN, REPO, build_and_install
+from tests.integration.lab_e2e.support import RECAP, can_run, create_lab
+from tests.lab import Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not can_run(), reason="lab tests need root and the lab's packages"),
+    pytest.mark.timeout(900),
+]
+
+EXAMPLE = REPO / "inventories" / "two_hosts"
+IMAGES = {"east": "bookworm", "west": "trixie", "old": "bullseye"}
+PYTHONS = {"east": "3.11", "west": "3.13", "old": "3.9"}
+# What the gateway and pki roles put on a host: none of it may exist after a refused run.
+FOOTPRINT = (
+    "/opt/clusterlink",
+    "/etc/clusterlink",
+    "/var/lib/clusterlink",
+    "/etc/systemd/system/clusterlink-gateway.service",
+    "/usr/local/bin/gwctl",
+)
+ECHO_SERVER = """
+import socket, sys
+srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = srv.accept()
+    with conn:
+        conn.sendall(b"postgres-stand-in " + conn.recv(4096))
+"""
+CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 5432), timeout=5)
+s.sendall(sys.argv[1].encode())
+s.shutdown(socket.SHUT_WR)
+data = b""
+while chunk := s.recv(4096):
+    data += chunk
+print(data.decode())
+"""
+
+
+@dataclass
+class Controller:
+    """The lab, the installed collection and a fresh controller home (its CA directory)."""
+
+    lab: Lab
+    env: dict[str, str]
+    home: Path
+    workdir: Path
+    timings: dict[str, float]
+
+    def inventory(self, hosts: list[str]) -> Path:
+        """inventories/two_hosts copied as it is, with the lab's addresses, user and key."""
+        inv = self.workdir / f"inventory-{'-'.join(hosts)}"
+        shutil.rmtree(inv, ignore_errors=True)
+        shutil.copytree(EXAMPLE, inv)
+        doc = yaml.safe_load((inv / "hosts.yml").read_text())
+        group = doc["all"]["children"]["clusterlink_gateways"]
+        st = self.lab.status()
+        group["hosts"] = {
+            h: {**(group["hosts"].get(h) or {}), "ansible_host": st["hosts"][h]["address"]}
+            for h in hosts
+        }
+        group["vars"].update(
+            ansible_user="root",
+            ansible_ssh_private_key_file=st["key"],
+            ansible_ssh_common_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        )
+        (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        return inv
+
+    def site(
+        self, inventory: Path, label: str, playbook: str = "site", *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``ansible-playbook clusterlink.fabric.<playbook>`` by FQCN, from an empty directory."""
+        cwd = self.workdir / "empty"
+        cwd.mkdir(exist_ok=True)
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", str(inventory),
+             f"clusterlink.fabric.{playbook}", *args],
+            cwd=cwd, env=self.env, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        self.timings[label] = time.monotonic() - started
+        return proc
+
+    def sh(self, host: str, command: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(host, command, timeout=60, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    lab = create_lab(f"platforms-{secrets.token_hex(2)}", list(IMAGES), images=IMAGES)
+    timings["lab"] = time.monotonic() - started
+    try:
+        work = tmp_path_factory.mktemp("platforms")
+        started = time.monotonic()
+        _, _, env = build_and_install(work)
+        timings["build+install"] = time.monotonic() - started
+        # A controller home of its own: the fabric CA goes to ~/.clusterlink/pki/<fabric> and
+        # must not touch the real one; the wheel cache is shared (downloads are slow).
+        home = work / "home"
+        (home / ".cache").mkdir(parents=True)
+        real_cache = Path.home() / ".cache" / "clusterlink"
+        real_cache.mkdir(parents=True, exist_ok=True)
+        (home / ".cache" / "clusterlink").symlink_to(real_cache, target_is_directory=True)
+        env.update(HOME=str(home), ANSIBLE_FORKS="10", ANSIBLE_PIPELINING="1")
+        yield Controller(lab, env, home, work, timings)
+    finally:
+        lab.destroy()
+        print("\nplatforms timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+
+
+def footprint(controller: Controller, host: str) -> str:
+    """What the roles left on ``host`` (files, user, group); empty if nothing."""
+    return controller.sh(
+        host,
+        " ; ".join(f"test -e {p} && echo {p}" for p in FOOTPRINT)
+        + " ; getent passwd clusterlink ; getent group clusterlink ; true",
+    ).stdout.strip()
+
+
+def test_hosts_are_the_releases_we_claim(controller: Controller) -> None:
+    for host, python in PYTHONS.items():
+        out = controller.sh(
+            host, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+        )
+        assert out.stdout.strip() == python, (host, out)
+
+
+def test_unfit_host_fails_preflight_and_nothing_is_touched(controller: Controller) -> None:
+    proc = controller.site(controller.inventory(["east", "west", "old"]), "site with old")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-6000:]
+    failed = {m["host"]: int(m["failed"]) for m in RECAP.finditer(proc.stdout)}
+    assert failed.get("old") == 1, out[-6000:]
+    # The message names the host, the Python found and what to do.
+    line = next((x for x in out.splitlines() if "fatal: [old]" in x), "")
+    assert "old (Debian 11" in line and "found Python 3.9 (/usr/bin/python3)" in line, out[-6000:]
+    assert "python3.11" in line and "clusterlink_gateway_system_python" in line, line
+    # It failed up front: no later play started, on any host.
+    assert "Deploy the ClusterLink gateways" not in out, out[-6000:]
+    for host in IMAGES:
+        assert footprint(controller, host) == "", host
+    assert not (controller.home / ".clusterlink").exists(), "a fabric CA was made"
+
+
+def test_debian_12_and_13_fabric_carries_the_example_traffic(controller: Controller) -> None:
+    proc = controller.site(controller.inventory(["east", "west"]), "site east+west")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-12000:]
+    # Each gateway runs from a virtualenv of its host's own Python (3.11 on 12, 3.13 on 13).
+    for host in ("east", "west"):
+        python = controller.sh(host, "readlink -f /opt/clusterlink/current/venv/bin/python")
+        assert python.stdout.strip() == f"/usr/bin/python{PYTHONS[host]}", (host, python)
+        assert controller.sh(host, "systemctl is-active clusterlink-gateway").returncode == 0
+    assert (controller.home / ".clusterlink" / "pki" / "clusterlink").is_dir()
+
+    # "PostgreSQL" on east (host_vars/east.yml: export db at 127.0.0.1:5432).
+    controller.sh("east", "cat > /root/echo.py", input=ECHO_SERVER)
+    started = controller.sh("east", "systemd-run -q --unit=pg-standin python3 /root/echo.py 5432")
+    assert started.returncode == 0, started.stderr
+    # An application on west connects to 127.0.0.1:5432 (host_vars/west.yml).
+    controller.sh("west", "cat > /root/client.py", input=CLIENT)
+    token = secrets.token_hex(6)
+    deadline = time.monotonic() + 90
+    last = None
+    while time.monotonic() < deadline:
+        last = controller.sh("west", f"python3 /root/client.py {token}")
+        if last.returncode == 0 and last.stdout.strip() == f"postgres-stand-in {token}":
+            break
+        time.sleep(2)
+    else:
+        journal = controller.sh("west", "journalctl -u clusterlink-gateway --no-pager -n 40")
+        raise AssertionError(f"west -> east db failed: {last}\n{journal.stdout}")
+
+
+def test_uninstall_leaves_nothing_on_either_release(controller: Controller) -> None:
+    """uninstall switches back to the host's own Python (discovered again, as
+    clusterlink_gateway_system_python is empty) before the virtualenv goes."""
+    proc = controller.site(
+        controller.inventory(["east", "west"]), "uninstall", "uninstall",
+        "-e", "clusterlink_uninstall_all=true",
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
+    for host in ("east", "west"):
+        assert footprint(controller, host) == "", host
