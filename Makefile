@@ -52,7 +52,7 @@ test-gateway: venv
 	$(BIN)/python -m pytest -q gateway/tests
 
 test: deps venv lint sanity
-	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(BIN)/python -m pytest -q
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(BIN)/python -m pytest -q --durations=30
 
 clean:
 	rm -rf $(VENV) build dist gateway/build
