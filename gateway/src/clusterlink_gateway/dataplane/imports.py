@@ -27,6 +27,7 @@ from ..policy.attributes import destination_attributes, parse_client_ip, source_
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from ..routing.loadbalancer import LoadBalancer
+from .attempt import ConnectionAttempt
 from .peers import PeerManager
 
 log = logging.getLogger("clusterlink.egress")
@@ -228,38 +229,34 @@ class ImportManager:
 
     async def _connect(self, state: ImportState, relay: TcpRelay) -> None:
         """Try the import's sources in load-balancing order until one carries the client."""
-        started = time.monotonic()
         entry = state.entry
         m = self.metrics
         m.import_connections.labels(entry.name).inc()
         m.egress_active.inc()
+        attempt = ConnectionAttempt("egress", self.engine, m)
         obj = entry.obj
         assert isinstance(obj, Import)
         client_ip = relay.peername[0] if relay.peername else None
         ip = parse_client_ip(client_ip) if client_ip else None
         sources = obj.spec.sources
         src_attrs = source_attributes(self.local["peer_name"], self.local["labels"], client_ip)
-        tried: list[dict[str, Any]] = []
-        chosen: str | None = None
         for index in state.lb.attempts(
             len(sources), lambda i: self.peers.reachable(sources[i].peer)
         ):
             source = sources[index]
             export = source.export or entry.name
-            attempt: dict[str, Any] = {"peer": source.peer, "export": export}
-            tried.append(attempt)
+            step = attempt.source(source.peer, export)
             pool = self.peers.pools.get(source.peer)
             if pool is None:
-                attempt["result"] = "unknown peer"
+                step["result"] = "unknown peer"
                 continue
             dst_attrs = destination_attributes(
                 source.peer, self.peers.labels(source.peer), export, obj.labels
             )
-            decision = self.engine.decide(src_attrs, dst_attrs, ip)
-            attempt["egress"] = str(decision)
-            m.decisions.labels("egress", decision.action, decision.policy or "<default deny>").inc()
+            decision = attempt.decide(src_attrs, dst_attrs, ip)
+            step["egress"] = str(decision)
             if not decision.allowed:
-                attempt["result"] = "denied by egress policy"
+                step["result"] = "denied by egress policy"
                 log.info(
                     "egress denied",
                     extra={
@@ -276,31 +273,32 @@ class ImportManager:
             # Dial on demand: a source tried last (every other one failed) or whose peer is
             # marked unreachable (tried only after every reachable one failed) may wait for
             # the next dial in backoff, within connect_timeout; others fail over at once.
-            last_resort = len(tried) == len(sources) or not self.peers.reachable(source.peer)
+            last_resort = len(attempt.tried) == len(sources) or not self.peers.reachable(
+                source.peer
+            )
             sent = time.monotonic()
             try:
                 resp, stream = await pool.open_connect(
                     headers, timeout=self.connect_timeout, wait_redial=last_resort
                 )
             except (OSError, TimeoutError) as exc:
-                attempt["result"] = f"unreachable: {exc or type(exc).__name__}"
+                step["result"] = f"unreachable: {exc or type(exc).__name__}"
                 kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
                 m.connect_errors.labels(source.peer, kind).inc()
                 continue
             m.connect_latency.labels(source.peer).observe(time.monotonic() - sent)
             if stream is None:
-                attempt["result"] = f"{resp.status}: {_reason(resp.body)}"
+                step["result"] = f"{resp.status}: {_reason(resp.body)}"
                 m.connect_errors.labels(source.peer, str(resp.status)).inc()
                 continue
             if relay.closed.done():  # the client gave up while we were connecting
                 stream.reset()
-                attempt["result"] = "client gone"
+                step["result"] = "client gone"
                 break
-            attempt["result"] = "connected"
-            chosen = source.peer
+            attempt.connected(step)
             relay.attach(stream)
             break
-        if chosen is None:
+        if attempt.chosen is None:
             m.import_failures.labels(entry.name).inc()
             relay.reset()
         await relay.closed
@@ -310,15 +308,9 @@ class ImportManager:
         m.import_bytes.labels(entry.name, "out").inc(relay.bytes_out)
         audit.info(
             "connection",
-            extra={
-                "client": client_ip,
-                "import": entry.name,
-                "peer": chosen,
-                "tried": tried,
-                "duration_s": round(time.monotonic() - started, 3),
-                "bytes_in": relay.bytes_in,
-                "bytes_out": relay.bytes_out,
-            },
+            extra=attempt.record(
+                {"client": client_ip, "import": entry.name}, relay.bytes_in, relay.bytes_out
+            ),
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from ..metrics import Metrics
@@ -26,6 +25,7 @@ from ..policy.attributes import (
 )
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
+from .attempt import ConnectionAttempt
 from .request import RequestError, parse_connect, shorten
 
 log = logging.getLogger("clusterlink.ingress")
@@ -131,15 +131,15 @@ class IngressHandler:
             peer.spec.client_attributes if peer is not None else None,
             fabric=req.peer_fabric,
         )
-        decision = self.engine.decide(
+        m = self.metrics
+        attempt = ConnectionAttempt("ingress", self.engine, m)
+        decision = attempt.decide(
             source_attributes(caller, dict(peer.labels) if peer else {}, client_ip),
             destination_attributes(
                 self.local["peer_name"], self.local["labels"], export_name, export.labels
             ),
             parse_client_ip(client_ip) if client_ip else None,
         )
-        m = self.metrics
-        m.decisions.labels("ingress", decision.action, decision.policy or "<default deny>").inc()
         if not decision.allowed:
             log.info(
                 "ingress denied",
@@ -171,11 +171,8 @@ class IngressHandler:
         relay.attach(stream)
         m.export_connections.labels(export_name, caller).inc()
         m.ingress_active.inc()
-        started = time.monotonic()
         relay.closed.add_done_callback(
-            lambda _: self._closed(
-                export_name, caller, relay, request.client_ip, str(decision), started
-            )
+            lambda _: self._closed(export_name, caller, relay, request.client_ip, attempt)
         )
 
     def _closed(
@@ -184,20 +181,12 @@ class IngressHandler:
         caller: str,
         relay: TcpRelay,
         client_ip: str | None,
-        decision: str,
-        started: float,
+        attempt: ConnectionAttempt,
     ) -> None:
+        head = {"peer": caller, "export": export, "client": client_ip}
+        # bytes_in: from the peer to the export (what the relay wrote out to the export).
         audit.info(
-            "ingress connection",
-            extra={
-                "peer": caller,
-                "export": export,
-                "client": client_ip,
-                "ingress": decision,
-                "duration_s": round(time.monotonic() - started, 3),
-                "bytes_in": relay.bytes_out,
-                "bytes_out": relay.bytes_in,
-            },
+            "ingress connection", extra=attempt.record(head, relay.bytes_out, relay.bytes_in)
         )
         m = self.metrics
         m.ingress_active.dec()

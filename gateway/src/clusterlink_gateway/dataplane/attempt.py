@@ -1,0 +1,79 @@
+"""One relayed connection's way through a gateway, without sockets.
+
+A client connection crosses the fabric as an attempt on each side: egress (an import chooses a
+source and asks it) and ingress (an export decides a peer's CONNECT). Both take policy
+decisions, count them, log denials, remember what they tried and end with one audit line; a
+relay will need the same a third time. ``ConnectionAttempt`` holds that bookkeeping so the I/O
+layers (``imports``, ``ingress``) only move bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from ..metrics import Metrics
+from ..policy.attributes import IPAddress
+from ..policy.engine import Decision, PolicyEngine
+
+Side = Literal["egress", "ingress"]
+DEFAULT_DENY_LABEL = "<default deny>"
+
+
+class ConnectionAttempt:
+    """Policy decisions, sources tried and the audit record of one relayed connection."""
+
+    __slots__ = ("_clock", "chosen", "decision", "engine", "metrics", "side", "started", "tried")
+
+    def __init__(
+        self,
+        side: Side,
+        engine: PolicyEngine,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.side = side
+        self.engine = engine
+        self.metrics = metrics
+        self._clock = clock
+        self.started = clock()
+        self.tried: list[dict[str, Any]] = []  # egress: one record per source tried
+        self.chosen: str | None = None  # the peer that carries it, once connected
+        self.decision: Decision | None = None  # the last decision taken
+
+    def decide(
+        self, src: Mapping[str, str], dst: Mapping[str, str], client_ip: IPAddress | None
+    ) -> Decision:
+        """Decide by policy on this side and count the decision."""
+        decision = self.engine.decide(src, dst, client_ip)
+        self.decision = decision
+        self.metrics.decisions.labels(
+            self.side, decision.action, decision.policy or DEFAULT_DENY_LABEL
+        ).inc()
+        return decision
+
+    def source(self, peer: str, export: str) -> dict[str, Any]:
+        """Start trying one source (egress); fill in its ``result`` (and ``egress``) as it goes."""
+        step: dict[str, Any] = {"peer": peer, "export": export}
+        self.tried.append(step)
+        return step
+
+    def connected(self, step: dict[str, Any]) -> None:
+        step["result"] = "connected"
+        self.chosen = step["peer"]
+
+    def record(self, head: Mapping[str, Any], bytes_in: int, bytes_out: int) -> dict[str, Any]:
+        """The audit line's fields once the connection ended (``head`` first)."""
+        out = dict(head)
+        if self.side == "egress":
+            out.update(peer=self.chosen, tried=self.tried)
+        elif self.decision is not None:
+            out["ingress"] = str(self.decision)
+        out.update(
+            duration_s=round(self._clock() - self.started, 3),
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+        )
+        return out
