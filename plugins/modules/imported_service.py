@@ -43,7 +43,7 @@ options:
   bind:
     description:
       - IP address to listen on. Default from the gateway's configuration (C(imports.bind),
-        V(127.0.0.1) unless set: only applications on the gateway host reach the import).
+        V(127.0.0.1) unless set, so that only applications on the gateway host reach the import).
       - Any other address exposes the imported service to that network; restrict it with a
         firewall.
     type: str
