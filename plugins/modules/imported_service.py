@@ -42,7 +42,10 @@ options:
     default: 0
   bind:
     description:
-      - IP address to listen on. Default from the gateway's configuration (C(imports.bind)).
+      - IP address to listen on. Default from the gateway's configuration (C(imports.bind),
+        V(127.0.0.1) unless set, so that only applications on the gateway host reach the import).
+      - Any other address exposes the imported service to that network; restrict it with a
+        firewall.
     type: str
   sources:
     description:

@@ -126,7 +126,11 @@ class Admin(Strict):
 
 
 class Imports(Strict):
-    bind: IPAddress = "0.0.0.0"
+    bind: IPAddress = Field(
+        default="127.0.0.1",
+        description="listen address of imports without spec.bind: loopback, so that only "
+        "applications on this host reach them unless an address is named",
+    )
     port_range: tuple[Port, Port] = (30000, 32767)
 
     @model_validator(mode="after")

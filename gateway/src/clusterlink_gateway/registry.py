@@ -240,7 +240,23 @@ class Registry:
         if entry.obj.spec.port:
             entry.internal.pop("port", None)
         elif not entry.internal.get("port"):
-            entry.internal["port"] = self._allocate_port(entry, exclude=entry.name)
+            kept = self._kept_port(entry, old)
+            entry.internal["port"] = kept or self._allocate_port(entry, exclude=entry.name)
+
+    def _kept_port(self, entry: Entry, old: Entry | None) -> int:
+        """The port an import pinned until now, when it turns to ``port: 0``: kept if it is in
+        the range and the listen address stays, so that the import does not move (a restored
+        backup pins the allocated ports; the inventory then says ``port: 0`` again). 0 if not."""
+        if old is None or not isinstance(old.obj, Import) or not old.obj.spec.port:
+            return 0
+        port = old.obj.spec.port
+        first, last = self.port_range
+        if not first <= port <= last or self.effective_bind(old) != self.effective_bind(entry):
+            return 0
+        others = self.objects["imports"]
+        if any(self.effective_port(e) == port for n, e in others.items() if n != entry.name):
+            return 0
+        return port
 
     def _check_bind(self, entry: Entry) -> None:
         """An import's listen address must be one this host has (422, not a 409 later)."""

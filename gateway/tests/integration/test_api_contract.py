@@ -252,6 +252,25 @@ def test_import_port_allocation_is_kept(gateway: GatewayProcess) -> None:
     assert explicit["status"]["port"] == 1234 and explicit["status"]["listen"] == "127.0.0.1:1234"
 
 
+def test_import_pinned_then_port_0_keeps_its_port_in_range(gateway: GatewayProcess) -> None:
+    """A restored backup pins each allocated port; the inventory's ``port: 0`` that follows
+    must not move the import (its clients use that port). Out of the range: allocated."""
+    c = gateway.client
+    first = c.create("imports", {"name": "first", "spec": {"sources": [{"peer": "p"}]}})
+    low = first["status"]["port"]  # the lowest port of the range, where "b" would go next
+    c.delete("imports", "first")
+    pinned = low + 7
+    spec = {"sources": [{"peer": "p"}]}
+    c.create("imports", {"name": "b", "spec": {**spec, "port": pinned}})
+    back = c.replace("imports", "b", {"name": "b", "spec": {**spec, "port": 0}})
+    assert back["spec"]["port"] == 0 and back["status"]["port"] == pinned, back
+    assert back["status"]["listening"] is True
+    assert c.replace("imports", "b", {"name": "b", "spec": spec})["status"]["port"] == pinned
+    c.replace("imports", "b", {"name": "b", "spec": {**spec, "port": 1234}})
+    moved = c.replace("imports", "b", {"name": "b", "spec": {**spec, "port": 0}})
+    assert moved["status"]["port"] == low, moved  # 1234 is outside the range
+
+
 def test_status_health_ready(gateway: GatewayProcess) -> None:
     c = gateway.client
     c.create("peers", PEER)

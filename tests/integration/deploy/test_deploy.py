@@ -239,7 +239,7 @@ def test_rotate_certificates_without_restart(deployment):
 def test_uninstall_leaves_no_trace(deployment):
     d = deployment
     d.sh("b", "systemctl stop demo-web", check=False)
-    deployment.playbook("uninstall")
+    deployment.playbook("uninstall", "-e", "clusterlink_uninstall_all=true")
     for host in HOSTS:
         assert d.lab.run(host, "getent passwd clusterlink").returncode != 0
         assert d.lab.run(host, "getent group clusterlink").returncode != 0

@@ -14,6 +14,10 @@ on 127.0.0.1:8080 answering its own name, exported as ``web``. Site a peers with
 * ``lb-rr`` / ``lb-static`` / ``lb-random`` (9001-9003) from a, b, c in that order;
 * ``fo`` (9004) from b and c (failover).
 
+Site c imports b's ``web`` twice with allocated ports (``early``, then ``bk``), so that ``bk``
+does not hold the first port of the range: the backup test removes ``early``, rebuilds c and
+restores it from a backup, where a fresh allocation would move ``bk`` to the first port.
+
 Run: ``.venv/bin/python -m pytest -m lab tests/integration/lab_e2e/test_scenarios.py`` (root).
 """
 
@@ -28,6 +32,7 @@ import tempfile
 import time
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -73,6 +78,12 @@ A_IMPORTS = [
 ]  # fmt: skip
 
 
+C_IMPORTS = [
+    {"name": "early", "sources": [{"peer": "b", "export": "web"}]},  # port 0: allocated
+    {"name": "bk", "sources": [{"peer": "b", "export": "web"}]},  # port 0: the next one
+]
+
+
 @pytest.fixture(scope="module")
 def fab(tmp_path_factory):
     lab = create_lab(f"e2e-{secrets.token_hex(3)}", LAB_HOSTS)
@@ -94,6 +105,7 @@ def fab(tmp_path_factory):
         )
         f.members = list(SITES)
         f.host_vars["a"] = {"clusterlink_peers": SITES, "clusterlink_imports": A_IMPORTS}
+        f.host_vars["c"] = {"clusterlink_imports": C_IMPORTS}
         yield f
         print("\nplaybook run times:\n  " + "\n  ".join(f.timings))
     finally:
@@ -110,6 +122,19 @@ def test_site_from_bare_hosts(fab):
 def test_connectivity(fab):
     got = fab.wait("a -> b through import conn", lambda: fab.get("a", 9000) == "b", 60)
     assert got
+
+
+def test_imports_listen_on_loopback_by_default(fab):
+    """No bind in the inventory: every import listens on 127.0.0.1, not on every address."""
+    listening = fab.sh("a", "ss -Htln")
+    for port in (9000, 9001, 9004):
+        assert re.search(rf"\s127\.0\.0\.1:{port}\s", listening), (port, listening)
+        assert not re.search(rf"\s(0\.0\.0\.0|\*|\[::\]):{port}\s", listening), listening
+    config = yaml.safe_load(fab.sh("a", "cat /etc/clusterlink/gateway.yaml"))
+    assert config["imports"]["bind"] == "127.0.0.1", config
+    imports = json.loads(fab.gwctl("c", "-o json get imports"))
+    items = imports if isinstance(imports, list) else imports.get("items", [])
+    assert {i["status"]["listen"].rsplit(":", 1)[0] for i in items} == {"127.0.0.1"}, items
 
 
 def test_peer_status(fab):
@@ -474,10 +499,98 @@ def test_decommission_revokes_and_removes_a_site(fab):
     fab.wait("d reaches a, b, c", lambda: fab.reachable("d") == dict.fromkeys(SITES, True), 60)
 
 
+# ----- backup, a rebuilt host restored, the peer-port preflight (issue "Your own hosts") -----
+def _imports(fab, host):
+    data = json.loads(fab.gwctl(host, "-o json get imports"))
+    return {i["name"]: i for i in (data if isinstance(data, list) else data.get("items", []))}
+
+
+def _objects(fab, host):
+    """A gateway's objects (gwctl export, without its dated comment)."""
+    return json.loads(fab.gwctl(host, "export -o json"))
+
+
+def test_backup_then_a_rebuilt_host_is_restored_with_its_ports(fab):
+    """backup.yml saves every gateway's objects (0600, no secret); c is uninstalled (its state
+    lost) and, while another program holds its peer port, site.yml fails in preflight naming
+    it, with nothing changed anywhere; then site.yml -e clusterlink_restore_from restores c:
+    bk listens on its old port (not the first of the range, where a fresh allocation would
+    put it), traffic flows, and the gateways that held objects are left as they were."""
+    # early leaves (by hand and from the inventory): bk keeps the second port of the range.
+    fab.host_vars["c"] = {"clusterlink_imports": [i for i in C_IMPORTS if i["name"] != "early"]}
+    fab.gwctl("c", "delete import early")
+    port = _imports(fab, "c")["bk"]["status"]["port"]
+    first = yaml.safe_load(fab.sh("c", "cat /etc/clusterlink/gateway.yaml"))["imports"][
+        "port_range"
+    ][0]
+    assert port != first and "early" not in _imports(fab, "c"), (port, first)
+    assert fab.wait("c -> b through bk", lambda: fab.get("c", port) == "b", 60)
+
+    backups = fab.workdir / "backups"
+    t0 = time.monotonic()
+    recap, _ = fab.playbook("backup", "-e", f"clusterlink_backup_dir={backups}")
+    took_backup = time.monotonic() - t0
+    assert no_failures(recap) and set(recap) == set(fab.members), recap
+    assert oct(backups.stat().st_mode & 0o777) == "0o700"
+    for h in fab.members:
+        path = backups / f"{h}.yaml"
+        assert oct(path.stat().st_mode & 0o777) == "0o600", h
+        text = path.read_text()
+        assert text.startswith(f"# gwctl export of gateway {h} "), text[:200]
+        assert "PRIVATE KEY" not in text and "BEGIN" not in text, h
+    saved = {d["name"]: d for d in yaml.safe_load_all((backups / "c.yaml").read_text()) if d}
+    assert saved["bk"]["spec"]["port"] == port, saved
+    before = _objects(fab, "b")
+
+    # c is rebuilt: everything ClusterLink had there is gone (uninstall.yml --limit c).
+    recap, _ = fab.playbook("uninstall", "--limit", "c")
+    assert no_failures(recap) and set(recap) == {"c"}, recap
+    # Another program on the peer port of the fresh host: refused in preflight, nowhere changed.
+    fab.sh("c", "systemctl stop squat 2>/dev/null; systemctl reset-failed squat 2>/dev/null; "
+                "systemd-run -q --unit=squat python3 -m http.server 443 --bind 0.0.0.0")  # fmt: skip
+    fab.wait("the squatter listens", lambda: ":443 " in fab.sh("c", "ss -Htln"), 30)
+    pid = fab.sh("c", "systemctl show -p MainPID --value squat").strip()
+    restore = ("-e", f"clusterlink_restore_from={backups}")
+    t0 = time.monotonic()
+    recap, out = fab.playbook("site", *restore, check=False)
+    took_refusal = time.monotonic() - t0
+    assert recap["c"]["failed"] and all(c["changed"] == 0 for c in recap.values()), recap
+    assert "c: TCP port 443 (clusterlink_port" in out and f"pid={pid}" in out, out[-4000:]
+    assert "python3" in out and "Nothing was changed on any host" in out, out[-4000:]
+    assert fab.sh("c", "ls -d /opt/clusterlink /etc/clusterlink 2>/dev/null", check=False) == ""
+    assert fab.lab.run("c", "getent passwd clusterlink").returncode != 0
+    fab.sh("c", "systemctl stop squat")
+
+    # The restore: c's objects come back before the peering step; b (with objects) keeps its.
+    t0 = time.monotonic()
+    recap, out = fab.playbook("site", *restore, "--limit", "b,c")
+    took_restore = time.monotonic() - t0
+    assert no_failures(recap) and set(recap) == {"b", "c"}, recap
+    assert "Restored from" in out and "import/bk" in out, out[-4000:]
+    assert out.count("Not restored: the gateway holds") == 1, out[-4000:]  # b
+    bk = _imports(fab, "c")["bk"]
+    assert bk["status"]["port"] == port and bk["status"]["listening"], bk
+    assert bk["spec"]["port"] == 0, bk  # back to the inventory's port 0, the port kept
+    assert set(_imports(fab, "c")) == {"bk"}
+    assert fab.wait("c -> b through bk after the restore", lambda: fab.get("c", port) == "b", 60)
+    assert _objects(fab, "b") == before
+    print(f"\nbackup.yml {took_backup:.0f}s; site.yml refused by the peer-port preflight in "
+          f"{took_refusal:.0f}s; site.yml --limit b,c restoring c {took_restore:.0f}s; "
+          f"bk kept port {port} "
+          f"(range starts at {first})")  # fmt: skip
+
+
 def test_uninstall_leaves_no_trace(fab):
     for h in SITES:
         fab.sh(h, "systemctl stop web-8080", check=False)
-    recap, _ = fab.playbook("uninstall")
+    # Without --limit: refused before any change, naming the way to say it is meant.
+    recap, out = fab.playbook("uninstall", check=False)
+    assert any(c["failed"] for c in recap.values()), recap
+    assert all(c["changed"] == 0 for c in recap.values()), recap
+    assert "clusterlink_uninstall_all=true" in out and "--limit" in out, out[-3000:]
+    for host in fab.members:
+        assert fab.sh(host, f"systemctl is-active {UNIT}").strip() == "active", host
+    recap, _ = fab.playbook("uninstall", "-e", "clusterlink_uninstall_all=true")
     assert no_failures(recap), recap
     for host in LAB_HOSTS:
         assert fab.lab.run(host, "getent passwd clusterlink").returncode != 0
