@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import REPO, Ansible
+from .conftest import REPO, Ansible, Run
 
 CLOUD = REPO / "inventories" / "cloud"
 RECORDED = Path(__file__).resolve().parent / "cloud_hosts"
@@ -274,7 +274,7 @@ def test_a_typo_in_the_shipped_rules_is_caught(
     assert problems(name, build_inventory(tmp_path / "inventory", name, broken)) != []
 
 
-def _first_play_of_site(ansible: Ansible) -> Path:
+def _first_play_of_site() -> list[dict[str, Any]]:
     """site.yml's first play (read-only checks, any_errors_fatal), then a sentinel play."""
     plays = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
     first = plays[0]
@@ -289,27 +289,17 @@ def _first_play_of_site(ansible: Ansible) -> Path:
         "gather_facts": False,
         "tasks": [{"name": "Reached", "ansible.builtin.debug": {"msg": "past the preflight"}}],
     }
-    return ansible.write("site-first-play", [first, sentinel])
+    return [first, sentinel]
 
 
 # Only controller-side tasks run; a forced local connection and no become keep it so.
 LOCAL = ("-e", "ansible_connection=local", "-e", "ansible_become=false")
 
 
-def _playbook(ansible: Ansible, playbook: Path, inventory: Path, *args: str) -> Any:
-    command = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *LOCAL, *args]
-    started = time.monotonic()
-    proc = subprocess.run(
-        command,
-        cwd=ansible.workdir,
-        env=ansible.env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    print(f"{playbook.name} {' '.join(args)}: {time.monotonic() - started:.1f}s")
-    return proc
+def _play(ansible: Ansible, plays: list[dict[str, Any]], inventory: Path, *args: str) -> Run:
+    run = ansible.play(plays, inventory=inventory, args=(*LOCAL, *args))
+    print(f"ansible-playbook {' '.join(args)}: {run.seconds:.1f}s")
+    return run
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -324,13 +314,11 @@ def test_vm_without_public_ip_stops_site_before_any_change(
     """
     inventory = build_inventory(tmp_path / "inventory", name)
     args = ("--limit", EXPECTED[name][limit]) if limit else ()
-    proc = _playbook(ansible, _first_play_of_site(ansible), inventory, *args)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    assert proc.stdout.strip(), output
-    doc = json.loads(proc.stdout)
-    assert not any(task["name"] == "Reached" for task in doc["tasks"]), output
-    check = next(t for t in doc["tasks"] if t["name"].endswith("advertise address of its own"))
+    run = _play(ansible, _first_play_of_site(), inventory, *args)
+    output = run.output
+    assert run.returncode != 0, output
+    assert not any(task["name"] == "Reached" for task in run.tasks), output
+    check = next(t for t in run.tasks if t["name"].endswith("advertise address of its own"))
     failed = [r for r in check["hosts"].values() if r.get("failed")]
     assert failed, output
     message = failed[0]["msg"]
@@ -369,10 +357,9 @@ def test_public_vms_pass_and_peer_over_public_addresses(
             },
         ],
     }
-    proc = _playbook(ansible, ansible.write("public", [play]), inventory)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads(proc.stdout)
-    rendered = next(t for t in doc["tasks"] if t["name"] == "Rendered peers")["hosts"]
+    run = _play(ansible, [play], inventory)
+    assert run.returncode == 0, run.output
+    rendered = next(t for t in run.tasks if t["name"] == "Rendered peers")["hosts"]
     public = {
         h: v["clusterlink_advertise_address"]
         for h, v in expected["hosts"].items()
