@@ -149,6 +149,21 @@ def read_bytes(path):
         raise PKIError(f"cannot read {path}: {exc}") from exc
 
 
+def load_existing(path, load):
+    """The file at ``path`` as (bytes, object, findings) for a module that keeps it.
+
+    (None, None, []) when it does not exist; (bytes, None, ["unparseable"]) when ``load``
+    raises PKIError on its content; else (bytes, load(bytes), []).
+    """
+    data = read_bytes(path)
+    if data is None:
+        return None, None, []
+    try:
+        return data, load(data), []
+    except PKIError:
+        return data, None, ["unparseable"]
+
+
 def write_bytes(module, path, data, secret, option="path"):
     """Write atomically: temp file in the target directory, then ``module.atomic_move``.
 

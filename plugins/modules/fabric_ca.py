@@ -229,6 +229,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     finish,
     generate_key,
     load_certificate,
+    load_existing,
     load_private_key,
     parse_duration,
     private_key_pem,
@@ -265,15 +266,9 @@ def run(module):
                 f"(check privatekey_passphrase, or move the file away to start a new CA)"
             ) from None
 
-    cert_data = read_bytes(cert_path)
-    cert, findings = None, []
-    if cert_data is not None:
-        try:
-            cert = load_certificate(cert_data)
-        except PKIError:
-            findings = ["unparseable"]
-        else:
-            findings = ca_reasons(cert, key, fabric_name, renew_before, now)
+    cert_data, cert, findings = load_existing(cert_path, load_certificate)
+    if cert is not None:
+        findings = ca_reasons(cert, key, fabric_name, renew_before, now)
     reasons = regenerate_decision(
         module, params["regenerate"], cert_data is not None, findings, f"CA certificate {cert_path}"
     )

@@ -177,6 +177,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     finish,
     iso,
     load_certificate,
+    load_existing,
     load_private_key,
     parse_duration,
     read_bytes,
@@ -214,6 +215,14 @@ def parse_serial(value):
     if serial <= 0:
         raise PKIError(f"revoked_serials: {value!r} is not a positive serial number")
     return serial
+
+
+def load_crl(data):
+    """A PEM CRL; PKIError when it cannot be read."""
+    try:
+        return x509.load_pem_x509_crl(data)
+    except Exception:
+        raise PKIError("not a PEM CRL") from None
 
 
 def _next_update(crl):
@@ -300,22 +309,17 @@ def run(module):
     except PKIError as exc:
         raise PKIError(f"ca_certificate_path: {exc}") from None
 
-    old_data = read_bytes(path)
-    crl, reasons, entries = None, [], {}
+    old_data, crl, reasons = load_existing(path, load_crl)
+    entries = {}
     if old_data is None:
         reasons.append("missing")
-    else:
-        try:
-            crl = x509.load_pem_x509_crl(old_data)
-        except Exception:
-            reasons.append("unparseable")
-        else:
-            entries = {e.serial_number: _revocation_date(e) for e in crl}
-            if not _signed_by_ca(crl, ca_cert):
-                reasons.append("issuer")
-            next_update = _next_update(crl)
-            if next_update is None or next_update - now <= renew_before:
-                reasons.append("expiring")
+    elif crl is not None:
+        entries = {e.serial_number: _revocation_date(e) for e in crl}
+        if not _signed_by_ca(crl, ca_cert):
+            reasons.append("issuer")
+        next_update = _next_update(crl)
+        if next_update is None or next_update - now <= renew_before:
+            reasons.append("expiring")
     added = [s for s in dict.fromkeys(wanted) if s not in entries]
     if added:
         reasons.append("added")

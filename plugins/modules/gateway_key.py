@@ -131,7 +131,6 @@ backup_file:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     REGENERATE_OPTION,
-    PKIError,
     build_csr,
     check_peer_name,
     file_module_args,
@@ -140,10 +139,10 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     is_p256,
     key_facts,
     key_type,
+    load_existing,
     load_private_key,
     private_key_pem,
     public_key_fingerprint,
-    read_bytes,
     regenerate_decision,
     run_module,
     write_file,
@@ -155,16 +154,9 @@ def run(module):
     path = params["path"]
     check_peer_name(params["peer_name"])
 
-    data = read_bytes(path)
-    key, findings = None, []
-    if data is not None:
-        try:
-            key = load_private_key(data)
-        except PKIError:
-            findings = ["unparseable"]
-        else:
-            if not is_p256(key):
-                findings = ["key_type"]
+    data, key, findings = load_existing(path, load_private_key)
+    if key is not None and not is_p256(key):
+        findings = ["key_type"]
     reasons = regenerate_decision(
         module, params["regenerate"], data is not None, findings, f"private key {path}"
     )
