@@ -39,6 +39,8 @@ else:
 UTC = datetime.timezone.utc  # noqa: UP017
 
 REGENERATE_CHOICES = ["never", "fail", "full_idempotence", "always"]
+# The O(regenerate) option of the modules that keep a key or certificate.
+REGENERATE_OPTION = {"type": "str", "default": "full_idempotence", "choices": REGENERATE_CHOICES}
 
 # Backdating of notBefore, to tolerate small clock differences between hosts.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
@@ -105,19 +107,19 @@ def utcnow():
     return datetime.datetime.now(UTC)
 
 
-def _aware(value):
+def aware(value):
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def not_before(cert):
-    return getattr(cert, "not_valid_before_utc", None) or _aware(cert.not_valid_before)
+    return getattr(cert, "not_valid_before_utc", None) or aware(cert.not_valid_before)
 
 
 def not_after(cert):
-    return getattr(cert, "not_valid_after_utc", None) or _aware(cert.not_valid_after)
+    return getattr(cert, "not_valid_after_utc", None) or aware(cert.not_valid_after)
 
 
-def _iso(value):
+def iso(value):
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -145,6 +147,21 @@ def read_bytes(path):
         return None
     except OSError as exc:
         raise PKIError(f"cannot read {path}: {exc}") from exc
+
+
+def load_existing(path, load):
+    """The file at ``path`` as (bytes, object, findings) for a module that keeps it.
+
+    (None, None, []) when it does not exist; (bytes, None, ["unparseable"]) when ``load``
+    raises PKIError on its content; else (bytes, load(bytes), []).
+    """
+    data = read_bytes(path)
+    if data is None:
+        return None, None, []
+    try:
+        return data, load(data), []
+    except PKIError:
+        return data, None, ["unparseable"]
 
 
 def write_bytes(module, path, data, secret, option="path"):
@@ -187,6 +204,58 @@ def apply_file_args(module, args, changed, diff):
     if module.check_file_absent_if_check_mode(args["path"]):
         return changed
     return module.set_fs_attributes_if_different(args, changed, diff)
+
+
+def write_file(
+    module,
+    result,
+    path,
+    content,
+    *,
+    existed,
+    default_mode,
+    diff,
+    secret=False,
+    option="path",
+    mode=None,
+):
+    """Keep one file of a PKI module: backup, atomic write, file options. Return ``changed``.
+
+    The shared tail of the modules that write a key, certificate or CRL. ``content`` is the
+    new bytes, or None to keep the file as it is. Outside check mode a new content is written
+    atomically (``write_bytes``: a 0600 temp file, umask 077 for a ``secret``), after a
+    backup of the previous file (``result["backup_file"]``) when the module's O(backup) is
+    set and the file ``existed``. Then owner, group and mode come from the module's file
+    options (the mode ``default_mode`` unless O(mode) is set; ``mode`` forces one), skipped
+    in check mode for a file that does not exist yet; their changes go into ``diff``.
+    Returns whether the content or the attributes changed (or would, in check mode).
+    """
+    changed = content is not None
+    if changed and not module.check_mode:
+        if module.params.get("backup") and existed:
+            result["backup_file"] = module.backup_local(path)
+        write_bytes(module, path, content, secret=secret, option=option)
+    args = file_args(module, path, default_mode)
+    if mode is not None:
+        args["mode"] = mode
+    return apply_file_args(module, args, changed, diff)
+
+
+def file_module_args(**options):
+    """AnsibleModule arguments of a module that keeps a file with write_file().
+
+    Its ``options``, plus O(backup) and the common file options (O(mode), O(owner), ...);
+    check mode supported.
+    """
+    options["backup"] = {"type": "bool", "default": False}
+    return {"argument_spec": options, "add_file_common_args": True, "supports_check_mode": True}
+
+
+def finish(module, result, diff):
+    """The result with ``diff`` added in diff mode (``--diff``)."""
+    if module._diff:
+        result["diff"] = diff
+    return result
 
 
 # ---------------------------------------------------------------- keys
@@ -345,8 +414,8 @@ def certificate_facts(cert):
         "issuer": cert.issuer.rfc4514_string(),
         "subject_alt_names": [f"DNS:{name}" for name in dns_names(cert)],
         "serial_number": cert.serial_number,
-        "not_before": _iso(not_before(cert)),
-        "not_after": _iso(not_after(cert)),
+        "not_before": iso(not_before(cert)),
+        "not_after": iso(not_after(cert)),
         "is_ca": is_ca(cert),
         "fingerprint_sha256": _colon_hex(digest.finalize()),
         "public_key_fingerprint": public_key_fingerprint(cert.public_key()),

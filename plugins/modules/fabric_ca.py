@@ -218,17 +218,18 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
-    REGENERATE_CHOICES,
+    REGENERATE_OPTION,
     PKIError,
-    apply_file_args,
     build_ca_certificate,
     ca_reasons,
     certificate_facts,
     certificate_pem,
     check_valid_days,
-    file_args,
+    file_module_args,
+    finish,
     generate_key,
     load_certificate,
+    load_existing,
     load_private_key,
     parse_duration,
     private_key_pem,
@@ -236,7 +237,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     regenerate_decision,
     run_module,
     utcnow,
-    write_bytes,
+    write_file,
 )
 
 
@@ -265,15 +266,9 @@ def run(module):
                 f"(check privatekey_passphrase, or move the file away to start a new CA)"
             ) from None
 
-    cert_data = read_bytes(cert_path)
-    cert, findings = None, []
-    if cert_data is not None:
-        try:
-            cert = load_certificate(cert_data)
-        except PKIError:
-            findings = ["unparseable"]
-        else:
-            findings = ca_reasons(cert, key, fabric_name, renew_before, now)
+    cert_data, cert, findings = load_existing(cert_path, load_certificate)
+    if cert is not None:
+        findings = ca_reasons(cert, key, fabric_name, renew_before, now)
     reasons = regenerate_decision(
         module, params["regenerate"], cert_data is not None, findings, f"CA certificate {cert_path}"
     )
@@ -289,56 +284,53 @@ def run(module):
         result["changed"] = True
     pem = certificate_pem(cert)
 
-    if not module.check_mode:
-        if result["key_created"]:
-            write_bytes(
-                module,
-                key_path,
-                private_key_pem(key, passphrase),
-                secret=True,
-                option="privatekey_path",
-            )
-        if reasons:
-            if params["backup"] and cert_data is not None:
-                result["backup_file"] = module.backup_local(cert_path)
-            write_bytes(module, cert_path, pem, secret=False, option="certificate_path")
-
     diff = {"before": {"certificate": before}, "after": {"certificate": certificate_facts(cert)}}
     key_diff = {"before": {}, "after": {}}
-    key_args = file_args(module, key_path, "0600")
-    key_args["mode"] = "0600"
-    changed = apply_file_args(
-        module, key_args, result["changed"] or result["key_created"], key_diff
+    key_changed = write_file(
+        module,
+        result,
+        key_path,
+        private_key_pem(key, passphrase) if result["key_created"] else None,
+        existed=False,
+        default_mode="0600",
+        mode="0600",
+        diff=key_diff,
+        secret=True,
+        option="privatekey_path",
     )
-    changed = apply_file_args(module, file_args(module, cert_path, "0644"), changed, diff)
+    cert_changed = write_file(
+        module,
+        result,
+        cert_path,
+        pem if reasons else None,
+        existed=cert_data is not None,
+        default_mode="0644",
+        diff=diff,
+        option="certificate_path",
+    )
     if key_diff["before"] or key_diff["after"]:  # owner/group/mode of the key file changed
         diff["before"]["privatekey_file"] = key_diff["before"]
         diff["after"]["privatekey_file"] = key_diff["after"]
     result.update(
-        changed=changed,
+        changed=key_changed or cert_changed,
         certificate=pem.decode("ascii"),
         info=certificate_facts(cert),
         reasons=reasons,
     )
-    if module._diff:
-        result["diff"] = diff
-    return result
+    return finish(module, result, diff)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        **file_module_args(
             certificate_path=dict(type="path", required=True),
             privatekey_path=dict(type="path", required=True),
             privatekey_passphrase=dict(type="str", no_log=True),
             fabric_name=dict(type="str", required=True),
             valid_days=dict(type="int", default=3650),
             renew_before=dict(type="str", default="90d"),
-            regenerate=dict(type="str", default="full_idempotence", choices=REGENERATE_CHOICES),
-            backup=dict(type="bool", default=False),
-        ),
-        add_file_common_args=True,
-        supports_check_mode=True,
+            regenerate=dict(REGENERATE_OPTION),
+        )
     )
     run_module(module, run)
 

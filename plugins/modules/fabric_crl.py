@@ -170,12 +170,14 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
-    UTC,
     PKIError,
-    apply_file_args,
+    aware,
     check_valid_days,
-    file_args,
+    file_module_args,
+    finish,
+    iso,
     load_certificate,
+    load_existing,
     load_private_key,
     parse_duration,
     read_bytes,
@@ -183,7 +185,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     same_public_key,
     serial_hex,
     utcnow,
-    write_bytes,
+    write_file,
 )
 
 try:
@@ -215,25 +217,25 @@ def parse_serial(value):
     return serial
 
 
-def _aware(value):
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _iso(value):
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def load_crl(data):
+    """A PEM CRL; PKIError when it cannot be read."""
+    try:
+        return x509.load_pem_x509_crl(data)
+    except Exception:
+        raise PKIError("not a PEM CRL") from None
 
 
 def _next_update(crl):
     value = getattr(crl, "next_update_utc", None) or crl.next_update
-    return _aware(value) if value else None
+    return aware(value) if value else None
 
 
 def _last_update(crl):
-    return _aware(getattr(crl, "last_update_utc", None) or crl.last_update)
+    return aware(getattr(crl, "last_update_utc", None) or crl.last_update)
 
 
 def _revocation_date(entry):
-    return _aware(getattr(entry, "revocation_date_utc", None) or entry.revocation_date)
+    return aware(getattr(entry, "revocation_date_utc", None) or entry.revocation_date)
 
 
 def _crl_number(crl):
@@ -250,8 +252,8 @@ def crl_facts(crl):
     return {
         "issuer": crl.issuer.rfc4514_string(),
         "crl_number": _crl_number(crl),
-        "last_update": _iso(_last_update(crl)),
-        "next_update": _iso(next_update) if next_update else None,
+        "last_update": iso(_last_update(crl)),
+        "next_update": iso(next_update) if next_update else None,
         "revoked_serials": sorted(serial_hex(e.serial_number) for e in crl),
     }
 
@@ -307,22 +309,17 @@ def run(module):
     except PKIError as exc:
         raise PKIError(f"ca_certificate_path: {exc}") from None
 
-    old_data = read_bytes(path)
-    crl, reasons, entries = None, [], {}
+    old_data, crl, reasons = load_existing(path, load_crl)
+    entries = {}
     if old_data is None:
         reasons.append("missing")
-    else:
-        try:
-            crl = x509.load_pem_x509_crl(old_data)
-        except Exception:
-            reasons.append("unparseable")
-        else:
-            entries = {e.serial_number: _revocation_date(e) for e in crl}
-            if not _signed_by_ca(crl, ca_cert):
-                reasons.append("issuer")
-            next_update = _next_update(crl)
-            if next_update is None or next_update - now <= renew_before:
-                reasons.append("expiring")
+    elif crl is not None:
+        entries = {e.serial_number: _revocation_date(e) for e in crl}
+        if not _signed_by_ca(crl, ca_cert):
+            reasons.append("issuer")
+        next_update = _next_update(crl)
+        if next_update is None or next_update - now <= renew_before:
+            reasons.append("expiring")
     added = [s for s in dict.fromkeys(wanted) if s not in entries]
     if added:
         reasons.append("added")
@@ -346,27 +343,25 @@ def run(module):
             entries[serial] = now
         number = (_crl_number(crl) if crl is not None else 0) + 1
         crl = build_crl(ca_cert, ca_key, entries, number, params["valid_days"], now)
-        result["changed"] = True
-        if not module.check_mode:
-            if params["backup"] and old_data is not None:
-                result["backup_file"] = module.backup_local(path)
-            write_bytes(module, path, crl.public_bytes(serialization.Encoding.PEM), secret=False)
 
+    pem = crl.public_bytes(serialization.Encoding.PEM)
     diff = {"before": {"crl": before}, "after": {"crl": crl_facts(crl)}}
-    changed = apply_file_args(module, file_args(module, path, "0644"), result["changed"], diff)
-    result.update(
-        changed=changed,
-        crl=crl.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        info=crl_facts(crl),
+    changed = write_file(
+        module,
+        result,
+        path,
+        pem if reasons else None,
+        existed=old_data is not None,
+        default_mode="0644",
+        diff=diff,
     )
-    if module._diff:
-        result["diff"] = diff
-    return result
+    result.update(changed=changed, crl=pem.decode("ascii"), info=crl_facts(crl))
+    return finish(module, result, diff)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        **file_module_args(
             path=dict(type="path", required=True),
             ca_certificate_path=dict(type="path", required=True),
             ca_privatekey_path=dict(type="path", required=True),
@@ -374,10 +369,7 @@ def main():
             revoked_serials=dict(type="list", elements="str", default=[]),
             valid_days=dict(type="int", default=365),
             renew_before=dict(type="str", default="30d"),
-            backup=dict(type="bool", default=False),
-        ),
-        add_file_common_args=True,
-        supports_check_mode=True,
+        )
     )
     run_module(module, run)
 

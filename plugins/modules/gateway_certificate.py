@@ -171,13 +171,14 @@ reasons:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
-    REGENERATE_CHOICES,
+    REGENERATE_OPTION,
     PKIError,
     build_gateway_certificate,
     certificate_facts,
     certificate_pem,
     check_peer_name,
     check_valid_days,
+    finish,
     leaf_reasons,
     load_certificate,
     load_csr,
@@ -241,9 +242,7 @@ def run(module):
         "info": certificate_facts(cert),
         "reasons": reasons,
     }
-    if module._diff:
-        result["diff"] = {"before": certificate_facts(current), "after": result["info"]}
-    return result
+    return finish(module, result, {"before": certificate_facts(current), "after": result["info"]})
 
 
 def main():
@@ -257,7 +256,7 @@ def main():
             ca_privatekey_passphrase=dict(type="str", no_log=True),
             valid_days=dict(type="int", default=365),
             renew_before=dict(type="str", default="30d"),
-            regenerate=dict(type="str", default="full_idempotence", choices=REGENERATE_CHOICES),
+            regenerate=dict(REGENERATE_OPTION),
         ),
         supports_check_mode=True,
     )

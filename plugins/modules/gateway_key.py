@@ -130,23 +130,22 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
-    REGENERATE_CHOICES,
-    PKIError,
-    apply_file_args,
+    REGENERATE_OPTION,
     build_csr,
     check_peer_name,
-    file_args,
+    file_module_args,
+    finish,
     generate_key,
     is_p256,
     key_facts,
     key_type,
+    load_existing,
     load_private_key,
     private_key_pem,
     public_key_fingerprint,
-    read_bytes,
     regenerate_decision,
     run_module,
-    write_bytes,
+    write_file,
 )
 
 
@@ -155,16 +154,9 @@ def run(module):
     path = params["path"]
     check_peer_name(params["peer_name"])
 
-    data = read_bytes(path)
-    key, findings = None, []
-    if data is not None:
-        try:
-            key = load_private_key(data)
-        except PKIError:
-            findings = ["unparseable"]
-        else:
-            if not is_p256(key):
-                findings = ["key_type"]
+    data, key, findings = load_existing(path, load_private_key)
+    if key is not None and not is_p256(key):
+        findings = ["key_type"]
     reasons = regenerate_decision(
         module, params["regenerate"], data is not None, findings, f"private key {path}"
     )
@@ -173,35 +165,33 @@ def run(module):
     diff = {"before": key_facts(key), "after": {}}
     if reasons:
         key = generate_key()
-        if not module.check_mode:
-            if params["backup"] and data is not None:
-                result["backup_file"] = module.backup_local(path)
-            write_bytes(module, path, private_key_pem(key), secret=True)
     diff["after"] = key_facts(key)
-    result["changed"] = apply_file_args(
-        module, file_args(module, path, "0600"), result["changed"], diff
+    result["changed"] = write_file(
+        module,
+        result,
+        path,
+        private_key_pem(key) if reasons else None,
+        existed=data is not None,
+        default_mode="0600",
+        diff=diff,
+        secret=True,
     )
     result.update(
         csr=build_csr(key, params["peer_name"]).decode("ascii"),
         public_key_fingerprint=public_key_fingerprint(key.public_key()),
         key_type=key_type(key),
     )
-    if module._diff:
-        result["diff"] = diff
-    return result
+    return finish(module, result, diff)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        **file_module_args(
             path=dict(type="path", required=True),
             peer_name=dict(type="str", required=True),
             mode=dict(type="raw"),
-            regenerate=dict(type="str", default="full_idempotence", choices=REGENERATE_CHOICES),
-            backup=dict(type="bool", default=False),
-        ),
-        add_file_common_args=True,
-        supports_check_mode=True,
+            regenerate=dict(REGENERATE_OPTION),
+        )
     )
     run_module(module, run)
 
