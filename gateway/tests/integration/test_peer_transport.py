@@ -45,7 +45,7 @@ from support.peering import (
     Exporter,
     Importer,
     Pusher,
-    open_tcp_transports,
+    open_plain_transports,
     port_of,
     start_banner,
     start_echo,
@@ -349,13 +349,13 @@ async def test_half_close_by_the_target_lets_the_client_keep_sending(fabric: Fab
 
 
 async def test_half_closed_connections_are_closed_not_dropped(fabric: Fabric) -> None:
-    """After half-closes either way, every TCP transport involved (client, both relays, the
-    target) is closed, none left open for the GC: uvloop frees a dropped transport whose
+    """After half-closes either way, every plain TCP transport involved (client, both relays,
+    the target) is closed, none left open for the GC: uvloop frees a dropped transport whose
     ``write_eof`` shutdown is still pending, and libuv then calls back into the freed object
     (a segfault, whenever the GC happens to run in that window)."""
     imp = await fabric.importer()
     assert await roundtrip(imp.port, b"warm-up") == b"warm-up"  # the link is up from here
-    before = {id(t) for t in open_tcp_transports()}
+    before = {id(t) for t in open_plain_transports()}
 
     async def talker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"said")
@@ -374,7 +374,7 @@ async def test_half_closed_connections_are_closed_not_dropped(fabric: Fabric) ->
         writer.close()
     left: list[asyncio.Transport] = []
     for _ in range(int(T / 0.05)):
-        left = [t for t in open_tcp_transports() if id(t) not in before]
+        left = [t for t in open_plain_transports() if id(t) not in before]
         if not left:
             break
         await asyncio.sleep(0.05)

@@ -33,8 +33,9 @@ def port_of(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-def open_tcp_transports() -> list[asyncio.Transport]:
-    """uvloop TCP transports alive and not closed (nor closing): those left to the GC if dropped.
+def open_plain_transports() -> list[asyncio.Transport]:
+    """uvloop TCP transports alive and neither closed nor closing, but not those under TLS
+    (peer links live on by design, and a pool may dial another one any time).
 
     (uvloop shows whether the handle is closed only in its repr.)"""
     return [
@@ -43,6 +44,7 @@ def open_tcp_transports() -> list[asyncio.Transport]:
         if type(obj).__name__ == "TCPTransport"
         and not obj.is_closing()
         and "closed=False" in repr(obj)
+        and type(obj.get_protocol()).__name__ != "SSLProtocol"
     ]
 
 
