@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uvloop.loop import SSLProtocol as UVSSLProtocol
+
 from clusterlink_gateway.peering import (
     IncomingStream,
     PeerPool,
@@ -44,7 +46,7 @@ def open_plain_transports() -> list[asyncio.Transport]:
         if type(obj).__name__ == "TCPTransport"
         and not obj.is_closing()
         and "closed=False" in repr(obj)
-        and type(obj.get_protocol()).__name__ != "SSLProtocol"
+        and not isinstance(obj.get_protocol(), UVSSLProtocol)
     ]
 
 
