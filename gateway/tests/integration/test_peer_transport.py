@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import socket
 import ssl
 import struct
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from support.peering import (
     Exporter,
     Importer,
     Pusher,
+    open_plain_transports,
     port_of,
     start_banner,
     start_echo,
@@ -343,6 +346,43 @@ async def test_half_close_by_the_target_lets_the_client_keep_sending(fabric: Fab
     writer.write_eof()
     assert await asyncio.wait_for(received, T) == b"but I still talk"
     writer.close()
+
+
+async def test_half_closed_connections_are_closed_not_dropped(fabric: Fabric) -> None:
+    """After half-closes either way, every plain TCP transport involved (client, both relays,
+    the target) is closed, none left open for the GC: uvloop frees a dropped transport whose
+    ``write_eof`` shutdown is still pending, and libuv then calls back into the freed object
+    (a segfault, whenever the GC happens to run in that window)."""
+    imp = await fabric.importer()
+    assert await roundtrip(imp.port, b"warm-up") == b"warm-up"  # the link is up from here
+    before = {id(t) for t in open_plain_transports()}
+
+    async def talker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"said")
+        writer.write_eof()
+        await reader.read()
+        writer.close()
+
+    await fabric.add_target("talker", await asyncio.start_server(talker, LOCAL, 0))
+    for _ in range(5):
+        assert await roundtrip(imp.port, b"client ends first") == b"client ends first"
+    talk = await fabric.importer("talker")
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(LOCAL, talk.port)
+        assert await asyncio.wait_for(reader.read(), T) == b"said"  # the target ended first
+        writer.write_eof()
+        writer.close()
+    left: list[asyncio.Transport] = []
+    for _ in range(int(T / 0.05)):
+        left = [t for t in open_plain_transports() if id(t) not in before]
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert [(t, type(t.get_protocol()).__name__) for t in left] == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert [str(w.message) for w in caught if "TCPTransport" in str(w.message)] == []
 
 
 async def test_server_speaks_first(fabric: Fabric) -> None:

@@ -4,10 +4,13 @@ server and an import-style listener, all real asyncio servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from uvloop.loop import SSLProtocol as UVSSLProtocol
 
 from clusterlink_gateway.peering import (
     IncomingStream,
@@ -32,10 +35,31 @@ def port_of(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
+def open_plain_transports() -> list[asyncio.Transport]:
+    """uvloop TCP transports alive and neither closed nor closing, but not those under TLS
+    (peer links live on by design, and a pool may dial another one any time).
+
+    (uvloop shows whether the handle is closed only in its repr.)"""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if type(obj).__name__ == "TCPTransport"
+        and not obj.is_closing()
+        and "closed=False" in repr(obj)
+        and not isinstance(obj.get_protocol(), UVSSLProtocol)
+    ]
+
+
 # -- export targets ----------------------------------------------------------------------------
 
 
 class _Echo(asyncio.Protocol):
+    """Echoes; on EOF closes (after the echo went out: the client reads it, then EOF).
+
+    It must close, not only ``write_eof``: a uvloop transport dropped unclosed with its
+    shutdown pending is freed by the cyclic GC under libuv, which then calls back into the
+    freed object (a segfault; see test_half_closed_connections_are_closed_not_dropped)."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
@@ -43,8 +67,7 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
     def eof_received(self) -> bool:
-        self.transport.write_eof()  # type: ignore[attr-defined]
-        return True
+        return False  # the transport flushes the echo, then closes
 
 
 class Sink(asyncio.Protocol):

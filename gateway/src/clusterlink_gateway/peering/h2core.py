@@ -529,13 +529,45 @@ def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]
 class H2Core:
     """One HTTP/2 connection, either side. Call ``initiate`` first, then feed and drain."""
 
+    # Built by ``initiate`` (see there): absent on a core that was never started.
+    _h2: _Connection
+    _framer: _Framer
+
     def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
-        self.limits = lim = limits or Limits()
+        self.limits = limits or Limits()
         self.client_side = client_side
+        self.started = False
+        self._open_state = (
+            h2.connection.ConnectionState.CLIENT_OPEN
+            if client_side
+            else h2.connection.ConnectionState.SERVER_OPEN
+        )
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, _Stream] = {}  # streams with unsent data, in flush order
+        self._events: list[Event] = []
+        self._local_open = 0  # streams we opened that are not closed yet
+        self._conn_unacked = 0
+        self._ack_stream_at = max(1, self.limits.stream_window // 4)
+        self._ack_conn_at = max(1, self.limits.connection_window // 4)
+        self._output_blocked = False
+        self.goaway_sent: int | None = None  # last stream id we promised to process
+        self.goaway_received: int | None = None
+        self.failed: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Build the HTTP/2 state, queue the preface and SETTINGS, open the connection window.
+
+        The connection state (HPACK tables, settings, frame buffers: ~16 KiB) is built here,
+        not in ``__init__``: a link's core exists from TCP accept, and only a peer that passed
+        the TLS handshake and admission gets this far, so strangers never cost it.
+        """
+        lim = self.limits
         # Outbound headers are built and checked here (``_encode_headers``); h2's own outbound
         # normalisation and validation walk them again, several generators per header.
         config = h2.config.H2Configuration(
-            client_side=client_side,
+            client_side=self.client_side,
             header_encoding=None,
             validate_inbound_headers=True,
             validate_outbound_headers=False,
@@ -543,7 +575,7 @@ class H2Core:
         )
         self._h2 = conn = _Connection(config)
         conn.local_settings = h2.settings.Settings(
-            client=client_side,
+            client=self.client_side,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: lim.max_concurrent_streams,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: lim.max_header_bytes,
@@ -554,44 +586,24 @@ class H2Core:
         )
         conn.max_inbound_frame_size = lim.max_frame_size
         conn.decoder.max_header_list_size = lim.max_header_bytes
-        self._open_state = (
-            h2.connection.ConnectionState.CLIENT_OPEN
-            if client_side
-            else h2.connection.ConnectionState.SERVER_OPEN
-        )
         self._framer = _Framer(
-            server=not client_side,
+            server=not self.client_side,
             max_frame=lim.max_frame_size,
             max_header=lim.max_header_bytes + 1024,  # HPACK may encode slightly longer
             fast=conn.fast_data,
         )
-        self._streams: dict[int, _Stream] = {}
-        self._blocked: dict[int, _Stream] = {}  # streams with unsent data, in flush order
-        self._events: list[Event] = []
-        self._local_open = 0  # streams we opened that are not closed yet
-        self._conn_unacked = 0
-        self._ack_stream_at = max(1, lim.stream_window // 4)
-        self._ack_conn_at = max(1, lim.connection_window // 4)
-        self._output_blocked = False
-        self.goaway_sent: int | None = None  # last stream id we promised to process
-        self.goaway_received: int | None = None
-        self.failed: str | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def initiate(self) -> None:
-        """Queue the preface and SETTINGS, and open the connection window."""
+        self.started = True
         self._h2.initiate_connection()
         extra = self.limits.connection_window - 65535
         if extra > 0:
             self._h2.increment_flow_control_window(min(extra, _MAX_WINDOW - 65535))
 
     def data_to_send(self) -> bytes:
-        return self._h2.data_to_send()
+        return self._h2.data_to_send() if self.started else b""
 
     def output(self) -> list[bytes | memoryview]:
         """What to send, as chunks for ``writelines`` (bulk payloads are not copied)."""
-        return self._h2.output()
+        return self._h2.output() if self.started else []
 
     def pop_events(self) -> list[Event]:
         events, self._events = self._events, []
@@ -606,7 +618,7 @@ class H2Core:
         """True while new local streams are allowed (no GOAWAY, no failure, below the limit)."""
         if self.failed is not None or self.goaway_sent is not None:
             return False
-        if self.goaway_received is not None:
+        if self.goaway_received is not None or not self.started:
             return False
         return self._local_open < self._h2.remote_settings.max_concurrent_streams
 
@@ -621,7 +633,7 @@ class H2Core:
 
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; returns the events they caused (and any queued before)."""
-        if self.failed is not None:
+        if self.failed is not None or not self.started:  # not started: a refused link
             return self.pop_events()
         try:
             items = self._framer.feed(data)
@@ -855,11 +867,12 @@ class H2Core:
             self._flush()
 
     def ping(self, data: bytes = b"\0" * 8) -> None:
-        self._h2.ping(data)
+        if self.started:
+            self._h2.ping(data)
 
     def goaway(self, error_code: int = NO_ERROR, last_stream_id: int | None = None) -> None:
         """Send GOAWAY. With NO_ERROR, streams up to ``last_stream_id`` may still finish."""
-        if self.failed is not None:
+        if self.failed is not None or not self.started:
             return
         last = self._h2.highest_inbound_stream_id if last_stream_id is None else last_stream_id
         self._h2.close_connection(error_code=error_code, last_stream_id=last)

@@ -54,9 +54,10 @@ class Session(asyncio.Protocol):
         self.client_side = client_side
         self._limits = limits
         self._admit = admit
-        # Built here, not in connection_made: built there (after the handshake) uvloop 0.23
-        # segfaulted in the TLS-refusal tests (test_peer_transport.py); the caps on
-        # unauthenticated connections bound what it costs (docs/security.md).
+        # A shell until connection_made (after the handshake and admission) calls initiate():
+        # the HTTP/2 state (~16 KiB) is built only then, so strangers never cost it. (This once
+        # "made uvloop 0.23 segfault" in test_peer_transport.py: the cause was the tests' echo
+        # target, which left write_eof'd transports to the GC; see docs/security.md.)
         self._core = H2Core(client_side=self.client_side, limits=limits)
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
