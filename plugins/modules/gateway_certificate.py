@@ -30,7 +30,7 @@ description:
     random serial number. Their validity ends at the latest when the CA certificate expires.
   - The module writes no file; install RV(certificate) on the gateway with M(ansible.builtin.copy).
   - With O(profile) and O(subject_alt_names) it also issues the certificates of the admin API
-    over TCP from a separate admin CA: the admin listener's server certificate (serverAuth only)
+    over TCP from a separate admin CA, the admin listener's server certificate (serverAuth only)
     and the operator's client certificate (clientAuth only).
 author:
   - ClusterLink contributors (!UNKNOWN)

@@ -41,7 +41,7 @@ options:
   cert_renew_before:
     description:
       - Renewal threshold of the gateway's own certificates (the fabric one and the admin
-        listener's), for RV(expiry): a certificate that expires within this time is
+        listener's), for RV(expiry). A certificate that expires within this time is
         reported in RV(expiry.expiring) and the module warns.
       - A number followed by V(w), V(d), V(h), V(m) or V(s) (for example V(30d)), or a plain
         number of seconds. Use the pki role's C(clusterlink_pki_cert_renew_before).
