@@ -372,7 +372,7 @@ def parse_subject_alt_names(values, option="subject_alt_names"):
 def _general_names(sans):
     names = []
     for entry in sans:
-        kind, _, body = entry.partition(":")
+        kind, body = entry.split(":", 1)
         if kind == "IP":
             names.append(x509.IPAddress(ipaddress.ip_address(body)))
         else:
