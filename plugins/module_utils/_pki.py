@@ -15,6 +15,7 @@ that leaves this file is the SHA-256 fingerprint of its *public* half.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import re
 import tempfile
@@ -41,6 +42,16 @@ UTC = datetime.timezone.utc  # noqa: UP017
 REGENERATE_CHOICES = ["never", "fail", "full_idempotence", "always"]
 # The O(regenerate) option of the modules that keep a key or certificate.
 REGENERATE_OPTION = {"type": "str", "default": "full_idempotence", "choices": REGENERATE_CHOICES}
+
+# Certificate profiles (extended key usages) of the leaf certificates the CA modules issue:
+# a gateway is a TLS server and client on the peer port; the admin listener's certificate only
+# serves, and the operator's admin certificate is only a client (so neither can stand in for
+# the other).
+PROFILES = {
+    "gateway": ("serverAuth", "clientAuth"),
+    "admin_server": ("serverAuth",),
+    "admin_client": ("clientAuth",),
+}
 
 # Backdating of notBefore, to tolerate small clock differences between hosts.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
@@ -387,6 +398,64 @@ def dns_names(cert):
     return sorted(san.get_values_for_type(x509.DNSName)) if san else []
 
 
+def ip_names(cert):
+    san = _extension(cert, x509.SubjectAlternativeName)
+    return sorted(str(ip) for ip in san.get_values_for_type(x509.IPAddress)) if san else []
+
+
+def san_strings(cert):
+    """The certificate's DNS and IP subject alternative names as ``DNS:x`` / ``IP:y``, sorted."""
+    return sorted([f"DNS:{n}" for n in dns_names(cert)] + [f"IP:{ip}" for ip in ip_names(cert)])
+
+
+_DNS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)(\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def parse_subject_alt_names(values, option="subject_alt_names"):
+    """``["DNS:west.example", "IP:10.0.0.1"]`` (a bare name or address is accepted too) as
+    canonical, sorted ``DNS:``/``IP:`` strings without duplicates; PKIError naming the entry."""
+    canonical = set()
+    for value in values:
+        text = str(value).strip()
+        kind, sep, body = text.partition(":")
+        if not sep or kind.upper() not in ("DNS", "IP"):
+            kind, body = "", text
+        kind = kind.upper()
+        try:
+            address = ipaddress.ip_address(body)
+        except ValueError:
+            address = None
+        if kind == "IP" or (not kind and address is not None):
+            if address is None:
+                raise PKIError(f"{option}: {value!r} is not an IP address")
+            canonical.add(f"IP:{address}")
+        elif _DNS_NAME_RE.match(body.lower()):
+            canonical.add(f"DNS:{body.lower()}")
+        else:
+            raise PKIError(f"{option}: {value!r} is neither a DNS name nor an IP address")
+    return sorted(canonical)
+
+
+def _general_names(sans):
+    names = []
+    for entry in sans:
+        kind, body = entry.split(":", 1)
+        if kind == "IP":
+            names.append(x509.IPAddress(ipaddress.ip_address(body)))
+        else:
+            names.append(x509.DNSName(body))
+    return names
+
+
+_EKU_NAMES = {"serverAuth": "SERVER_AUTH", "clientAuth": "CLIENT_AUTH"}
+
+
+def _eku_oids(profile):
+    return [getattr(ExtendedKeyUsageOID, _EKU_NAMES[u]) for u in PROFILES[profile]]
+
+
 def _ski(cert):
     ext = _extension(cert, x509.SubjectKeyIdentifier)
     return ext.digest if ext else None
@@ -412,7 +481,8 @@ def certificate_facts(cert):
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
-        "subject_alt_names": [f"DNS:{name}" for name in dns_names(cert)],
+        "subject_alt_names": [f"DNS:{name}" for name in dns_names(cert)]
+        + [f"IP:{ip}" for ip in ip_names(cert)],
         "serial_number": cert.serial_number,
         "not_before": iso(not_before(cert)),
         "not_after": iso(not_after(cert)),
@@ -478,12 +548,19 @@ def ca_reasons(cert, key, fabric_name, renew_before, now):
     return reasons + _renewal_reasons(cert, renew_before, now)
 
 
-def leaf_reasons(cert, ca_cert, public_key, peer_name, renew_before, now):
-    """Why a gateway certificate must be re-issued (empty list: it is fine)."""
+def leaf_reasons(
+    cert, ca_cert, public_key, peer_name, renew_before, now, sans=None, profile="gateway"
+):
+    """Why a leaf certificate must be re-issued (empty list: it is fine).
+
+    ``sans``: the wanted subject alternative names as canonical ``DNS:``/``IP:`` strings
+    (default: ``DNS:<peer_name>`` only); ``profile``: a key of PROFILES.
+    """
     reasons = []
     if not same_public_key(cert.public_key(), public_key):
         reasons.append("public_key")
-    if common_names(cert) != [peer_name] or dns_names(cert) != [peer_name]:
+    wanted = sorted(sans) if sans else [f"DNS:{peer_name}"]
+    if common_names(cert) != [peer_name] or san_strings(cert) != wanted:
         reasons.append("names")
     ca_ski, aki = _ski(ca_cert), _aki(cert)
     if (
@@ -494,12 +571,12 @@ def leaf_reasons(cert, ca_cert, public_key, peer_name, renew_before, now):
         reasons.append("issuer")
     constraints = _extension(cert, x509.BasicConstraints)
     eku = _extension(cert, x509.ExtendedKeyUsage)
+    tls_usages = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     if (
         constraints is None
         or constraints.ca
         or eku is None
-        or ExtendedKeyUsageOID.SERVER_AUTH not in eku
-        or ExtendedKeyUsageOID.CLIENT_AUTH not in eku
+        or set(eku) & tls_usages != set(_eku_oids(profile))
     ):
         reasons.append("profile")
     return reasons + _renewal_reasons(cert, renew_before, now)
@@ -544,8 +621,11 @@ def build_ca_certificate(key, fabric_name, valid_days, now):
     return _validity(builder, now, valid_days).sign(key, _sign_hash(key))
 
 
-def build_gateway_certificate(ca_cert, ca_key, public_key, peer_name, valid_days, now):
-    """Leaf certificate for a gateway; validity is capped at the CA's notAfter."""
+def build_gateway_certificate(
+    ca_cert, ca_key, public_key, peer_name, valid_days, now, sans=None, profile="gateway"
+):
+    """Leaf certificate (CN ``peer_name``, SANs ``sans`` or ``DNS:<peer_name>``, extended key
+    usages of ``profile``); validity is capped at the CA's notAfter."""
     ca_ski = _ski(ca_cert)
     if ca_ski is not None:
         aki = x509.AuthorityKeyIdentifier(
@@ -574,13 +654,11 @@ def build_gateway_certificate(ca_cert, ca_key, public_key, peer_name, valid_days
             ),
             critical=True,
         )
+        .add_extension(x509.ExtendedKeyUsage(_eku_oids(profile)), critical=False)
         .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
+            x509.SubjectAlternativeName(_general_names(sans or [f"DNS:{peer_name}"])),
             critical=False,
         )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(peer_name)]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki, critical=False)
     )

@@ -16,18 +16,22 @@ description:
     Takes a gateway's CSR (from M(clusterlink.fabric.gateway_key)) and the gateway's current
     certificate, and decides whether a new certificate must be issued.
   - A certificate is issued when there is no current certificate or it cannot be read, when
-    its public key is not the CSR's, when its names are not exactly O(peer_name) (CN and DNS
-    SAN), when it was not issued by the CA at O(ca_certificate_path) (issuer name, authority key
-    identifier and signature are checked; this is how a CA change is detected), when it lacks
-    the gateway profile, or when it expires within O(renew_before).
+    its public key is not the CSR's, when its names are not exactly O(peer_name) (CN) and
+    O(subject_alt_names) (SANs), when it was not issued by the CA at O(ca_certificate_path)
+    (issuer name, authority key identifier and signature are checked; this is how a CA change
+    is detected), when it lacks the extended key usages of O(profile), or when it expires
+    within O(renew_before).
   - Otherwise the current certificate is returned unchanged with C(changed=false).
   - The names in the certificate come from O(peer_name), chosen by the controller; the names
     in the CSR are ignored. Only the CSR's public key is used, after checking its signature.
-  - Issued certificates have CN and DNS SAN O(peer_name), extended key usage serverAuth and
-    clientAuth, key usage digitalSignature, basic constraints CA:FALSE, subject and authority
-    key identifiers and a random serial number. Their validity ends at the latest when the CA
-    certificate expires.
+  - Issued certificates have CN O(peer_name) and DNS SAN O(peer_name) (or O(subject_alt_names)),
+    the extended key usages of O(profile) (serverAuth and clientAuth for a gateway), key usage
+    digitalSignature, basic constraints CA:FALSE, subject and authority key identifiers and a
+    random serial number. Their validity ends at the latest when the CA certificate expires.
   - The module writes no file; install RV(certificate) on the gateway with M(ansible.builtin.copy).
+  - With O(profile) and O(subject_alt_names) it also issues the certificates of the admin API
+    over TCP from a separate admin CA, the admin listener's server certificate (serverAuth only)
+    and the operator's client certificate (clientAuth only).
 author:
   - ClusterLink contributors (!UNKNOWN)
 requirements:
@@ -62,6 +66,24 @@ options:
       - A DNS label (lowercase letters, digits and V(-), at most 63 characters).
     type: str
     required: true
+  subject_alt_names:
+    description:
+      - Subject alternative names of the certificate, each V(DNS:name) or V(IP:address) (a bare
+        name or address is accepted). The certificate has exactly these.
+      - Empty (the default) for V(DNS:<peer_name>) only, as a gateway certificate needs.
+    type: list
+    elements: str
+    default: []
+  profile:
+    description:
+      - Extended key usages of the certificate.
+      - V(gateway) (serverAuth and clientAuth) for a gateway's fabric certificate.
+      - V(admin_server) (serverAuth only) for the admin API's TCP listener.
+      - V(admin_client) (clientAuth only) for an operator's admin client certificate.
+      - A current certificate with other extended key usages is re-issued.
+    type: str
+    choices: [gateway, admin_server, admin_client]
+    default: gateway
   current_certificate:
     description:
       - The certificate the gateway has now (PEM), or an empty string when it has none.
@@ -131,6 +153,18 @@ EXAMPLES = r"""
     content: "{{ gateway_cert.certificate }}"
     dest: /etc/clusterlink/tls/gateway.crt
     mode: "0644"
+
+- name: Admin listener certificate from the separate admin CA (server only)
+  clusterlink.fabric.gateway_certificate:
+    csr_content: "{{ admin_key.csr }}"
+    peer_name: "{{ clusterlink_peer_name | default(inventory_hostname) }}"
+    subject_alt_names: ["DNS:{{ inventory_hostname }}", "IP:{{ ansible_host }}"]
+    profile: admin_server
+    ca_certificate_path: ~/.clusterlink/pki/prod/admin-ca.crt
+    ca_privatekey_path: ~/.clusterlink/pki/prod/admin-ca.key
+  delegate_to: localhost
+  become: false
+  register: admin_cert
 """
 
 RETURN = r"""
@@ -184,6 +218,7 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
     load_csr,
     load_private_key,
     parse_duration,
+    parse_subject_alt_names,
     read_bytes,
     regenerate_decision,
     run_module,
@@ -197,6 +232,8 @@ def run(module):
     check_peer_name(peer_name)
     check_valid_days(params["valid_days"])
     renew_before = parse_duration(params["renew_before"], "renew_before")
+    sans = parse_subject_alt_names(params["subject_alt_names"]) or [f"DNS:{peer_name}"]
+    profile = params["profile"]
     csr = load_csr(params["csr_content"])
     now = utcnow()
 
@@ -227,14 +264,16 @@ def run(module):
         raise PKIError(f"ca_privatekey_path: {exc}") from None
 
     if current is not None:
-        findings = leaf_reasons(current, ca_cert, csr.public_key(), peer_name, renew_before, now)
+        findings = leaf_reasons(
+            current, ca_cert, csr.public_key(), peer_name, renew_before, now, sans, profile
+        )
     reasons = regenerate_decision(
         module, params["regenerate"], bool(current_pem), findings, f"the certificate of {peer_name}"
     )
     cert = current
     if reasons:
         cert = build_gateway_certificate(
-            ca_cert, ca_key, csr.public_key(), peer_name, params["valid_days"], now
+            ca_cert, ca_key, csr.public_key(), peer_name, params["valid_days"], now, sans, profile
         )
     result = {
         "changed": bool(reasons),
@@ -250,6 +289,10 @@ def main():
         argument_spec=dict(
             csr_content=dict(type="str", required=True),
             peer_name=dict(type="str", required=True),
+            subject_alt_names=dict(type="list", elements="str", default=[]),
+            profile=dict(
+                type="str", default="gateway", choices=["gateway", "admin_server", "admin_client"]
+            ),
             current_certificate=dict(type="str", default=""),
             ca_certificate_path=dict(type="path", required=True),
             ca_privatekey_path=dict(type="path", required=True),

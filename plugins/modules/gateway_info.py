@@ -38,6 +38,20 @@ options:
     elements: str
     choices: [peers, exports, imports, policies]
     default: [peers, exports, imports, policies]
+  cert_renew_before:
+    description:
+      - Renewal threshold of the gateway's own certificates (the fabric one and the admin
+        listener's), for RV(expiry). A certificate that expires within this time is
+        reported in RV(expiry.expiring) and the module warns.
+      - A number followed by V(w), V(d), V(h), V(m) or V(s) (for example V(30d)), or a plain
+        number of seconds. Use the pki role's C(clusterlink_pki_cert_renew_before).
+      - Not set (with O(ca_renew_before) not set either) for no RV(expiry).
+    type: str
+  ca_renew_before:
+    description:
+      - Renewal threshold of the fabric CAs the gateway trusts, as O(cert_renew_before). Use
+        the pki role's C(clusterlink_pki_ca_renew_before).
+    type: str
 seealso:
   - module: clusterlink.fabric.peer
   - module: clusterlink.fabric.exported_service
@@ -62,6 +76,17 @@ EXAMPLES = r"""
     client_key: /etc/clusterlink/admin/ops.key
     ca_path: /etc/clusterlink/admin/ca.pem
   delegate_to: localhost
+
+- name: Warn about certificates that expire within the pki role's renewal thresholds
+  clusterlink.fabric.gateway_info:
+    kinds: []
+    cert_renew_before: 30d
+    ca_renew_before: 90d
+  register: gateway
+
+- name: Fail when one has expired
+  ansible.builtin.assert:
+    that: gateway.expiry.expired | length == 0
 """
 
 RETURN = r"""
@@ -103,6 +128,34 @@ status:
     imports: []
     policies: []
     invalid: []
+expiry:
+  description:
+    - The certificates of C(status.certificates) that have expired, and those that expire
+      within their renewal threshold (O(ca_renew_before) for C(kind=ca), O(cert_renew_before)
+      for the others), each with its C(threshold_seconds). The module warns about every one.
+  returned: when O(cert_renew_before) or O(ca_renew_before) is set
+  type: dict
+  contains:
+    expired:
+      description: Certificates past their notAfter.
+      type: list
+      elements: dict
+      returned: success
+    expiring:
+      description: Certificates that expire within their threshold.
+      type: list
+      elements: dict
+      returned: success
+  sample:
+    expired: []
+    expiring:
+      - kind: gateway
+        subject: CN=east
+        fingerprint_sha256: 3f0c...
+        not_after: "2027-01-20T10:00:00Z"
+        expires_in_seconds: 1641600
+        expired: false
+        threshold_seconds: 2592000
 objects:
   description:
     - The objects of each kind asked for in O(kinds), as the API returns them (C(kind),
@@ -147,6 +200,11 @@ from ansible_collections.clusterlink.fabric.plugins.module_utils._api import (
     api_argument_spec,
     fail_api_error,
 )
+from ansible_collections.clusterlink.fabric.plugins.module_utils._expiry import classify, describe
+from ansible_collections.clusterlink.fabric.plugins.module_utils._pki import (
+    PKIError,
+    parse_duration,
+)
 
 KINDS = ["peers", "exports", "imports", "policies"]
 
@@ -154,9 +212,18 @@ KINDS = ["peers", "exports", "imports", "policies"]
 def main():
     argument_spec = dict(
         kinds=dict(type="list", elements="str", choices=KINDS, default=list(KINDS)),
+        cert_renew_before=dict(type="str"),
+        ca_renew_before=dict(type="str"),
     )
     argument_spec.update(api_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    thresholds = {}
+    for option, default in (("cert_renew_before", "30d"), ("ca_renew_before", "90d")):
+        value = module.params[option]
+        try:
+            thresholds[option] = parse_duration(value or default, option).total_seconds()
+        except PKIError as exc:
+            module.fail_json(msg=str(exc))
     api = AdminAPI(module.params)
     try:
         status = api.request("GET", "/v1/status") or {}
@@ -165,8 +232,26 @@ def main():
         module.fail_json(msg=str(exc))
     except APIError as exc:
         fail_api_error(module, exc, f"the gateway admin API answered {exc.status}")
+    extra = {}
+    if module.params["cert_renew_before"] or module.params["ca_renew_before"]:
+        expired, expiring = classify(
+            status.get("certificates"),
+            thresholds["cert_renew_before"],
+            thresholds["ca_renew_before"],
+        )
+        extra["expiry"] = {"expired": expired, "expiring": expiring}
+        where = status.get("peer_name") or "the gateway"
+        for cert in expired:
+            module.warn(f"{where}: {describe(cert)}")
+        for cert in expiring:
+            days = cert["threshold_seconds"] / 86400.0
+            module.warn(
+                f"{where}: {describe(cert)}, within the renewal threshold ({days:g} days); "
+                "renew with playbooks/rotate_certificates.yml"
+            )
     module.exit_json(
         changed=False,
+        **extra,
         version=status.get("version"),
         api_version="v1",
         peer_name=status.get("peer_name"),

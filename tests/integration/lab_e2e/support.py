@@ -40,7 +40,9 @@ def can_run() -> bool:
 
 
 def create_lab(name: str, hosts: list[str], wait: float = 900, **kw: Any) -> Lab:
-    """Create the lab, waiting while another flat lab holds the shared subnet."""
+    """Create the lab, waiting while another flat lab holds the shared subnet. The name gets
+    the prefix CLUSTERLINK_LAB_NAME_PREFIX (if set), so parallel runs can tell their labs apart."""
+    name = os.environ.get("CLUSTERLINK_LAB_NAME_PREFIX", "") + name
     return create_when_free(name, wait, hosts=hosts, **kw)
 
 

@@ -28,8 +28,11 @@ import json
 import re
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,6 +105,8 @@ def fab(tmp_path_factory):
             clusterlink_peer_labels={"env": "lab"},
             clusterlink_policies=[ALLOW_LAB],
             clusterlink_exports=[WEB_EXPORT],
+            # The admin API over TCP on each host's lab address: certificates from the pki role.
+            clusterlink_admin_tcp={"address": "{{ ansible_host }}"},
         )
         f.members = list(SITES)
         f.host_vars["a"] = {"clusterlink_peers": SITES, "clusterlink_imports": A_IMPORTS}
@@ -150,6 +155,46 @@ def test_peer_status(fab):
     assert no_failures(recap) and all(c["changed"] == 0 for c in recap.values()), recap
     for peer in SITES:  # the fabric table: HOST SITE READY PEER REACHABLE ...
         assert re.search(rf'"a\s+a\s+yes\s+{peer}\s+yes\s', out), out[-3000:]
+
+
+# ----- admin API over TCP ---------------------------------------------------------------------
+def _gwctl_tcp(fab, host: str, *tls: Path) -> subprocess.CompletedProcess:
+    """``gwctl status`` from the controller to ``host``'s admin listener; ``tls``: cert, key."""
+    argv = [str(Path(sys.executable).parent / "gwctl"), "--timeout", "20"]
+    argv += ["--server", f"https://{fab.lab.hosts[host].address}:9443"]
+    argv += ["--cacert", str(fab.pki_dir / "admin-ca.crt")]
+    if tls:
+        argv += ["--cert", str(tls[0]), "--key", str(tls[1])]
+    return subprocess.run(
+        [*argv, "status"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_admin_api_over_tcp_is_one_variable(fab, tmp_path):
+    """clusterlink_admin_tcp={address} alone: from the controller, gwctl status and the
+    modules work over TCP with the operator certificate; a gateway's fabric certificate and no
+    certificate are refused."""
+    operator = (fab.pki_dir / "operator.crt", fab.pki_dir / "operator.key")
+    fabric = (tmp_path / "b.crt", tmp_path / "b.key")  # site b's own fabric certificate
+    fabric[0].write_text(fab.sh("b", "cat /etc/clusterlink/tls/gateway.crt"))
+    fabric[1].write_text(fab.sh("b", "cat /etc/clusterlink/tls/gateway.key"))
+    for h in SITES:
+        ok = _gwctl_tcp(fab, h, *operator)
+        assert ok.returncode == 0 and "ready yes" in ok.stdout, (h, ok.stdout, ok.stderr)
+        for what, tls in (("fabric certificate", fabric), ("no certificate", ())):
+            refused = _gwctl_tcp(fab, h, *tls)
+            assert refused.returncode != 0, (h, what, refused.stdout)
+    refusals = fab.sh("a", f"journalctl -u {UNIT} --no-pager -o cat --grep 'admin request refused'")
+    assert "tls-unknown-ca" in refusals and "tls-no-certificate" in refusals, refusals[-2000:]
+    module = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m",
+         "clusterlink.fabric.gateway_info", "-a",
+         json.dumps({"url": f"https://{fab.lab.hosts['a'].address}:9443", "kinds": [],
+                     "client_cert": str(operator[0]), "client_key": str(operator[1]),
+                     "ca_path": str(fab.pki_dir / "admin-ca.crt")})],
+        capture_output=True, text=True, timeout=120, env=fab.env, check=False,
+    )  # fmt: skip
+    assert module.returncode == 0 and '"ready": true' in module.stdout, module.stdout[-2000:]
 
 
 # ----- load balancing (upstream 9.2 #11-13) -------------------------------------------------
@@ -309,12 +354,20 @@ def test_rotation_keeps_a_long_transfer(fab):
         "curl -sS --limit-rate 512K -o /root/big.bin http://127.0.0.1:9000/big.bin; "
         "echo $? > /root/dl.rc; date +%s.%N > /root/dl.end'",
     )
-    before = {h: fab.sh(h, "sha256sum /etc/clusterlink/tls/gateway.crt").split()[0] for h in SITES}
+    certs = "/etc/clusterlink/tls/gateway.crt /etc/clusterlink/tls/admin.crt"
+    before = {h: fab.sh(h, f"sha256sum {certs}") for h in SITES}
+    operator = (fab.pki_dir / "operator.crt").read_bytes()
     recap, _ = fab.playbook("rotate_certificates")
     assert no_failures(recap), recap
+    # The admin listener's certificates and the operator's are renewed too (the operator's
+    # once per run), and the listener serves the new operator certificate.
+    assert (fab.pki_dir / "operator.crt").read_bytes() != operator
     reloads = {}
     for h in SITES:
-        assert fab.sh(h, "sha256sum /etc/clusterlink/tls/gateway.crt").split()[0] != before[h]
+        after = fab.sh(h, f"sha256sum {certs}").splitlines()
+        assert all(a != b for a, b in zip(after, before[h].splitlines(), strict=True)), h
+        tcp = _gwctl_tcp(fab, h, fab.pki_dir / "operator.crt", fab.pki_dir / "operator.key")
+        assert tcp.returncode == 0, (h, tcp.stderr)
         line = fab.sh(
             h,
             f"journalctl -u {UNIT} -o short-unix --no-pager --grep 'configuration reloaded' "

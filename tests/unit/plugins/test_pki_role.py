@@ -14,11 +14,17 @@ import grp
 import os
 import pwd
 import re
+import socket
+import ssl
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+
+from support.gateway import BIN, GatewayProcess, free_port
+from support.pki import TestCA
 
 # Every test runs the role several times (about 12 s per run on two cores).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -245,3 +251,120 @@ def test_ca_rollover_without_downtime(fabric, tls_handshake):
     assert_handshake_ok(fabric, tls_handshake)
     assert b"ENCRYPTED PRIVATE KEY" in finished["ca.key"]
     fabric.assert_no_key_material_in_output(secrets=[passphrase])
+
+
+def _ekus(cert):
+    return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def _gwctl_status(port, ca, cert=None, key=None):
+    argv = [str(BIN / "gwctl"), "--server", f"https://127.0.0.1:{port}", "--cacert", str(ca)]
+    argv += ["--cert", str(cert), "--key", str(key)] if cert else []
+    return subprocess.run(
+        [*argv, "status"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _peer_port_refuses(port, cert, key, bundle):
+    """A TLS client with ``cert`` (ALPN h2, as a gateway) on the peer port: True when the
+    gateway refuses it (an alert or a close before it says anything), False when it answers
+    (its HTTP/2 SETTINGS) or keeps the connection open."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(bundle)
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+            ctx.wrap_socket(sock, server_hostname="site-a") as tls,
+        ):
+            return tls.recv(1) == b""  # TLS 1.3: a refused client certificate shows on read
+    except (ssl.SSLError, ConnectionResetError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_admin_tcp_is_one_variable(fabric, tmp_path):
+    """clusterlink_admin_tcp alone: a separate admin CA, the listener's certificates on each
+    gateway, the operator's on the controller (0600); a real gateway with those files serves
+    gwctl over TCP with the operator certificate only, and its peer port refuses it."""
+    port = free_port()
+    fabric.group_vars["clusterlink_admin_tcp"] = {"address": "127.0.0.1", "port": port}
+    check = fabric.run(check=True)
+    assert fabric.changed(check) > 0 and not fabric.pki.exists()
+    fabric.run()
+    assert fabric.changed(fabric.run()) == 0
+
+    pki = fabric.pki
+    for name in ("admin-ca.key", "operator.key", "operator.crt"):
+        assert stat.S_IMODE(os.stat(pki / name).st_mode) == 0o600, name
+    admin_ca = x509.load_pem_x509_certificate((pki / "admin-ca.crt").read_bytes())
+    fabric_ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    assert admin_ca.subject.rfc4514_string() == "CN=prod-admin"
+    assert admin_ca.public_key().public_numbers() != fabric_ca.public_key().public_numbers()
+    operator = x509.load_pem_x509_certificate((pki / "operator.crt").read_bytes())
+    assert operator.issuer == admin_ca.subject
+    assert _ekus(operator) == {x509.ExtendedKeyUsageOID.CLIENT_AUTH}
+    for site in SITES:
+        assert stat.S_IMODE(os.stat(fabric.tls(site, "admin.key")).st_mode) == 0o600
+        assert fabric.tls(site, "admin-ca.pem").read_bytes() == (pki / "admin-ca.crt").read_bytes()
+        server = x509.load_pem_x509_certificate(fabric.tls(site, "admin.crt").read_bytes())
+        assert server.issuer == admin_ca.subject
+        assert _ekus(server) == {x509.ExtendedKeyUsageOID.SERVER_AUTH}
+        san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert site in san.get_values_for_type(x509.DNSName)  # and ansible_host (localhost)
+        assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    secrets = [
+        line
+        for key in (pki / "operator.key", pki / "admin-ca.key", fabric.tls("site-a", "admin.key"))
+        for line in key.read_text().splitlines()
+        if not line.startswith("-----")
+    ]
+    fabric.assert_no_key_material_in_output(secrets)
+
+    # site-a's daemon with the files the role made (admin.tcp as the gateway role writes it).
+    tls = fabric.tls("site-a")
+    gateway = GatewayProcess(
+        tmp_path / "daemon",
+        "site-a",
+        TestCA(tmp_path / "unused-ca"),
+        extra={
+            "tls": {
+                "cert": str(tls / "gateway.crt"),
+                "key": str(tls / "gateway.key"),
+                "ca": str(tls / "ca-bundle.pem"),
+            },
+            "admin": {
+                "tcp": {
+                    "address": "127.0.0.1",
+                    "port": port,
+                    "cert": str(tls / "admin.crt"),
+                    "key": str(tls / "admin.key"),
+                    "client_ca": str(tls / "admin-ca.pem"),
+                }
+            },
+        },
+    )
+    gateway.start()
+    try:
+        ok = _gwctl_status(port, pki / "admin-ca.crt", pki / "operator.crt", pki / "operator.key")
+        assert ok.returncode == 0 and "site-a" in ok.stdout, ok.stdout + ok.stderr
+        other = fabric.tls("site-b")  # a fabric (gateway) certificate gets no admin access
+        fabric_cert = _gwctl_status(
+            port, pki / "admin-ca.crt", other / "gateway.crt", other / "gateway.key"
+        )
+        assert fabric_cert.returncode != 0, fabric_cert.stdout
+        bare = _gwctl_status(port, pki / "admin-ca.crt")
+        assert bare.returncode != 0, bare.stdout
+        peer_port = gateway.config["listen"]["port"]
+        # The operator certificate is not accepted on the peer port; a known gateway's is.
+        gateway.client.create("peers", {"name": "site-b", "spec": {"gateways": [{"host": "h"}]}})
+        assert _peer_port_refuses(
+            peer_port, pki / "operator.crt", pki / "operator.key", tls / "ca-bundle.pem"
+        )
+        assert not _peer_port_refuses(
+            peer_port, other / "gateway.crt", other / "gateway.key", tls / "ca-bundle.pem"
+        )
+    finally:
+        gateway.stop()

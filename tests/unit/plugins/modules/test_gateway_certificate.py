@@ -186,6 +186,46 @@ def test_profile_and_validity_cap(runner, tmp_path):
     assert result["changed"] and result["reasons"] == ["profile"]
 
 
+def test_admin_profiles_and_subject_alt_names(runner, tmp_path):
+    """The admin listener's certificate: serverAuth only, the SANs asked for (DNS and IP);
+    idempotent; another profile or another SAN list re-issues; a bad SAN names the option."""
+    sans = ["DNS:West.Example", "IP:192.0.2.7", "198.51.100.1"]
+    first = issue(runner, tmp_path, profile="admin_server", subject_alt_names=sans)
+    assert first["changed"]
+    cert = load(tmp_path / "gw.crt")
+    usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == {ExtendedKeyUsageOID.SERVER_AUTH}
+    assert first["info"]["subject_alt_names"] == [
+        "DNS:west.example",
+        "IP:192.0.2.7",
+        "IP:198.51.100.1",
+    ]
+    assert cert.subject.rfc4514_string() == "CN=site-a"
+    again = issue(runner, tmp_path, profile="admin_server", subject_alt_names=sans[::-1])
+    assert again["changed"] is False  # order and case of the list do not matter
+    names = issue(runner, tmp_path, profile="admin_server", subject_alt_names=sans[:2])
+    assert names["changed"] and names["reasons"] == ["names"]
+    client = issue(runner, tmp_path, profile="admin_client", subject_alt_names=sans[:2])
+    assert client["changed"] and client["reasons"] == ["profile"]
+    usages = set(
+        load(tmp_path / "gw.crt").extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
+    assert usages == {ExtendedKeyUsageOID.CLIENT_AUTH}
+    gateway = issue(runner, tmp_path)  # back to a gateway certificate: names and profile
+    assert gateway["changed"] and gateway["reasons"] == ["names", "profile"]
+    assert gateway["info"]["subject_alt_names"] == ["DNS:site-a"]
+    proc = runner.run(
+        [
+            ca_task(tmp_path),
+            key_task(tmp_path),
+            cert_task(tmp_path, subject_alt_names=["DNS:not a name"]),
+        ]
+    )
+    assert proc.returncode != 0
+    msg = runner.result(proc, "cert")["msg"]
+    assert "subject_alt_names" in msg and "not a name" in msg, msg
+
+
 def test_regenerate_policies(runner, tmp_path):
     issue(runner, tmp_path, valid_days=10)
     assert issue(runner, tmp_path, regenerate="never")["changed"] is False
