@@ -57,15 +57,18 @@ class TestCA:
         expired: bool = False,
         san: bool = True,
         not_yet_valid: bool = False,
+        seconds: int | None = None,
     ) -> Issued:
         """A fabric certificate for ``name`` (CN), DNS SANs ``dns`` (default ``[name]``);
-        ``san=False``: no SAN extension at all (a CN-only certificate, ``<name>-cn-only.crt``)."""
+        ``san=False``: no SAN extension at all (a CN-only certificate, ``<name>-cn-only.crt``);
+        ``seconds``: valid for that long from now (instead of ``days``)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         if expired:
             start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
         else:
-            start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+            life = dt.timedelta(seconds=seconds) if seconds is not None else dt.timedelta(days=days)
+            start, end = now - dt.timedelta(minutes=5), now + life
         if not_yet_valid:
             start = now + dt.timedelta(days=1)
         builder = (

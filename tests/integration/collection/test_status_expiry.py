@@ -13,17 +13,12 @@ the certificates' (30d) are different, and lowering them silences exactly what t
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from support.gateway import GatewayProcess
 from support.pki import Issued, TestCA
@@ -38,36 +33,7 @@ EXPIRED = "Fail when a certificate has expired"
 
 def short_lived(ca: TestCA, name: str, seconds: int) -> Issued:
     """A fabric certificate for ``name`` that expires ``seconds`` from now."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(seconds=seconds))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca.key, hashes.SHA256())
-    )
-    out = Issued(ca.dir / f"{name}.crt", ca.dir / f"{name}.key", cert.serial_number)
-    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return out
+    return ca.issue(name, seconds=seconds)
 
 
 def gateway(root: Path, ca: TestCA, name: str, issue: Callable[[], Issued]) -> GatewayProcess:
