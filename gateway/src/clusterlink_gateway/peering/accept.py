@@ -185,9 +185,8 @@ class PeerAcceptor:
     def protocol(self, make_app: Callable[[], Any]) -> asyncio.BaseProtocol:
         """The protocol for one accepted TCP connection (a ``create_server`` factory's result).
         ``make_app()`` builds its link (``connection_made`` once the handshake succeeded);
-        ``app.refused`` may name a post-handshake refusal. (Building the link only after the
-        handshake, from uvloop's handshake-complete callback, made uvloop 0.23 segfault now and
-        then: one test run in three.)"""
+        ``app.refused`` may name a post-handshake refusal. The link is a small shell until
+        then: its HTTP/2 state is built in ``connection_made`` (``H2Core.initiate``)."""
         waiter = self.loop.create_future()
         app = make_app()
         protocol = self._protocol_class(
