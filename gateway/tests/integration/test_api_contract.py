@@ -75,6 +75,8 @@ def test_defaults_are_filled_and_status_is_read_only(gateway: GatewayProcess) ->
     ("plural", "body", "field"),
     [
         ("peers", {"name": "cl1", "spec": {"gateways": []}}, "spec.gateways"),
+        ("peers", {"name": "cl1", "spec": {"dial": True}}, "spec.gateways"),
+        ("peers", {"name": "cl1", "spec": {"dial": 0, "gateways": []}}, "spec.dial"),
         (
             "peers",
             {"name": "cl1", "spec": {"gateways": [{"host": "h", "port": 0}]}},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from .common import Host, IPAddress, Labels, Name, Port, PortOrZero, Strict
 from .selector import PolicySpec
@@ -28,7 +28,30 @@ CLIENT_ATTRIBUTES = ("honor", "ignore")
 
 
 class PeerSpec(Strict):
-    gateways: list[Gateway] = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={  # gateways may be empty only when dial is false
+            "anyOf": [
+                {"properties": {"dial": {"const": False}}, "required": ["dial"]},
+                {"properties": {"gateways": {"minItems": 1}}, "required": ["gateways"]},
+            ]
+        },
+    )
+
+    dial: StrictBool = Field(
+        default=True,
+        description=(
+            "false: never dial this peer; use the reverse links it opens to this gateway "
+            "(an outbound-only site)"
+        ),
+    )
+    gateways: list[Gateway] = Field(
+        default_factory=list,
+        max_length=64,
+        validate_default=True,
+        description="endpoints of the peer's gateways (at least one unless dial is false)",
+    )
     client_attributes: Literal["honor", "ignore"] | None = Field(
         default=None,
         description=(
@@ -37,6 +60,13 @@ class PeerSpec(Strict):
             "peer's certificate chains to the fabric CA"
         ),
     )
+
+    @field_validator("gateways")
+    @classmethod
+    def _endpoints_to_dial(cls, gateways: list[Gateway], info: ValidationInfo) -> list[Gateway]:
+        if info.data.get("dial", True) and not gateways:
+            raise ValueError("at least one endpoint is required unless dial is false")
+        return gateways
 
 
 class ExportSpec(Strict):
