@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="direct,stunnel,gateway",
-        help="comma-separated: direct, stunnel, gateway (default: all three)",
+        help="comma-separated: direct, stunnel, gateway, gateway-reverse (the exporter is an "
+        "outbound-only site reached over reverse links) (default: the first three)",
     )
     p.add_argument(
         "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"

@@ -173,16 +173,21 @@ class GatewayPair(Tunnel):
 
     gw-B exports the sink as ``kind`` and the hold sink as ``probe``; gw-A has peer gw-b and
     imports both. Allow-all policies on both. Ready when a probe connection gets the hold
-    sink's greeting through the pair.
+    sink's greeting through the pair. With ``reverse`` (variant ``gateway-reverse``), gw-B is
+    an outbound-only site: gw-A holds it with ``dial: false`` and reaches it over the reverse
+    links gw-B opens.
     """
 
     variant = "gateway"
 
-    def __init__(self, ctx: Context, kind: str, workers: int = 1) -> None:
+    def __init__(self, ctx: Context, kind: str, workers: int = 1, reverse: bool = False) -> None:
         super().__init__(ctx, kind)
         self.workers = workers
+        self.reverse = reverse
         if workers > 1:
             self.variant = f"gateway-w{workers}"
+        if reverse:
+            self.variant = "gateway-reverse"
 
     def _config(self, root: Path, peer: str, listen_port: int) -> Path:
         config = {
@@ -243,10 +248,8 @@ class GatewayPair(Tunnel):
             {"name": "gw-a", "spec": {"gateways": [{"host": "127.0.0.1", "port": a_port}]}},
         )
         _, a = self._spawn("gw-a", f"{name}-gw-a", self._config(root, "gw-a", a_port))
-        a.create(
-            "peers",
-            {"name": "gw-b", "spec": {"gateways": [{"host": "127.0.0.1", "port": b_port}]}},
-        )
+        b_spec: dict[str, Any] = {"gateways": [{"host": "127.0.0.1", "port": b_port}]}
+        a.create("peers", {"name": "gw-b", "spec": {"dial": False} if self.reverse else b_spec})
         a.create("policies", ALLOW_ALL)
         self.port = free_port()
         probe_port = free_port()
@@ -298,6 +301,8 @@ def make_tunnel(ctx: Context, variant: str, kind: str) -> Tunnel:
         return StunnelPair(ctx, kind)
     if variant == "gateway":
         return GatewayPair(ctx, kind)
+    if variant == "gateway-reverse":
+        return GatewayPair(ctx, kind, reverse=True)
     if variant.startswith("gateway-w"):
         return GatewayPair(ctx, kind, workers=int(variant.removeprefix("gateway-w")))
     raise ValueError(f"unknown variant {variant!r}")

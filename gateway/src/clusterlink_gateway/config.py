@@ -76,6 +76,13 @@ class PeerListener(Strict):
         le=65536,
         description="unauthenticated connections at once from one IPv4 address or IPv6 /64",
     )
+    max_reverse_links_per_peer: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="reverse links one outbound-only peer (a Peer with dial: false) may hold "
+        "open to this gateway; more are refused (reason reverse-limit)",
+    )
     open_fabric: bool = Field(
         default=False,
         description="admit any fabric-CA certificate with a DNS SAN, not only Peer objects",
@@ -287,6 +294,7 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "listen.open_fabric": "restart",
     "listen.max_handshakes": "restart",
     "listen.max_handshakes_per_source": "restart",
+    "listen.max_reverse_links_per_peer": "live",
     "tls.cert": "live",  # certificate, key, CA bundle, revocation: the acceptance rule, swapped in
     "tls.key": "live",
     "tls.ca": "live",

@@ -80,6 +80,13 @@ def test_create_get_update_delete_each_kind(gateway: GatewayProcess) -> None:
     assert "client_attributes" not in peer["spec"]  # unset: the default
     table = ok(gwctl(gateway, "get", "peers")).splitlines()
     assert "CLIENT ATTRS" in table[0] and "default" in table[1]
+    ok(gwctl(gateway, "create", "peer", "edge", "--dial", "false"))
+    edge = json.loads(ok(gwctl(gateway, "-o", "json", "get", "peer", "edge")))
+    assert edge["spec"]["dial"] is False and edge["spec"]["gateways"] == []
+    assert "outbound-only" in ok(gwctl(gateway, "get", "peers"))
+    refused = gwctl(gateway, "create", "peer", "edge2", "--dial", "true")
+    assert refused.returncode != 0 and "spec.gateways" in refused.stderr
+    ok(gwctl(gateway, "delete", "peer", "edge"))
     ok(gwctl(gateway, "update", "peer", "cl1", "--client-attributes", "ignore"))
     peer = json.loads(ok(gwctl(gateway, "-o", "json", "get", "peer", "cl1")))
     assert peer["spec"]["client_attributes"] == "ignore"

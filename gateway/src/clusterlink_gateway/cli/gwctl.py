@@ -75,6 +75,8 @@ def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) 
     if kind.plural == "peers":
         if args.gateway:
             given["gateways"] = [_endpoint(g, "--gateway") for g in args.gateway]
+        if args.dial is not None:
+            given["dial"] = args.dial == "true"
         if args.client_attributes == "default":
             spec.pop("client_attributes", None)
         else:
@@ -230,6 +232,12 @@ def _object_flags(parser: argparse.ArgumentParser) -> None:
         choices=["honor", "ignore", "default"],
         help="as exporter, use the client address this peer asserts (honor), not (ignore), or "
         "the default (honour peers of the fabric CA)",
+    )
+    peer.add_argument(
+        "--dial",
+        choices=["true", "false"],
+        help="false: an outbound-only site; never dial it, use the reverse links it opens "
+        "(needs no --gateway)",
     )
     exp = parser.add_argument_group("export / import")
     exp.add_argument("--host", help="export: target host")

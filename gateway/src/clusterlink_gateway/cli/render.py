@@ -30,11 +30,30 @@ def _selector(sel: dict[str, Any]) -> str:
     return "{" + "; ".join(parts) + "}" if parts else "*"
 
 
+def _gateways(peer: dict[str, Any]) -> str:
+    if peer["spec"].get("dial") is False:
+        return "- (outbound-only: it dials us)"
+    return _join([f"{g['host']}:{g['port']}" for g in peer["spec"]["gateways"]])
+
+
+def _links(peer: dict[str, Any]) -> str:
+    """Usable links, with how many are reverse ones (theirs to us, or ours to them)."""
+    status = peer.get("status") or {}
+    links = status.get("links")
+    if links is None:
+        return "-"
+    if status.get("via") == "reverse":
+        return f"{links} reverse"
+    lent = status.get("reverse_links") or 0
+    return f"{links} +{lent} reverse" if lent else str(links)
+
+
 COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "offers": [("EXPORT", lambda o: o["name"]), ("LABELS", lambda o: _labels(o["labels"]))],
     "peers": [
         ("NAME", lambda o: o["name"]),
-        ("GATEWAYS", lambda o: _join([f"{g['host']}:{g['port']}" for g in o["spec"]["gateways"]])),
+        ("GATEWAYS", _gateways),
+        ("LINKS", _links),
         ("CLIENT ATTRS", lambda o: o["spec"].get("client_attributes") or "default"),
         ("REACHABLE", lambda o: _reach(o["status"].get("reachable"))),
         ("LAST SEEN", lambda o: o["status"].get("last_seen") or "-"),

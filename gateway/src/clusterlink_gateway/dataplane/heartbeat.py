@@ -7,6 +7,10 @@ first result after start decides at once (state unknown -> known). While an unre
 is recovering (some successes, not yet enough) it is probed at the fast interval. A link that
 comes up while the peer is not known reachable (e.g. a client's dial on demand) wakes the
 monitor for a probe at once, so that reachability follows the link instead of the slow interval.
+
+A peer that holds us as an outbound-only site (its Peer for us has ``dial: false``) says in its
+answer how many reverse links it wants (``reverse_links``); ``on_reverse`` gets that figure
+(0 when it does not say).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Heartbeat
@@ -84,6 +89,7 @@ class PeerMonitor:
         self.health = PeerHealth(Reachability(timings.failures_down, timings.successes_up))
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.on_reverse: Callable[[int], None] | None = None
         pool.on_link_up = self.link_up
 
     def link_up(self) -> None:
@@ -113,6 +119,9 @@ class PeerMonitor:
             labels = body.get("labels") or {}
             if not isinstance(labels, dict):
                 raise ValueError("labels is not an object")
+            reverse = body.get("reverse_links", 0)
+            if not isinstance(reverse, int) or isinstance(reverse, bool) or not 0 <= reverse <= 64:
+                raise ValueError("reverse_links is not a count")
         except (OSError, TimeoutError, ValueError) as exc:
             self.health.error = str(exc) or type(exc).__name__
             return False
@@ -120,6 +129,8 @@ class PeerMonitor:
         self.health.labels = {str(k): str(v) for k, v in labels.items()}
         self.health.last_seen = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.health.error = None
+        if self.on_reverse is not None:
+            self.on_reverse(reverse)
         return True
 
     async def _run(self) -> None:

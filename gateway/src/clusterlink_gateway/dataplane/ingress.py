@@ -1,6 +1,7 @@
 """Requests arriving on the peer port from other gateways.
 
-``GET /healthz`` answers the heartbeat; ``GET /v1/offers`` lists the exports the caller may
+``GET /healthz`` answers the heartbeat (to a peer we hold with ``dial: false``, with how many
+reverse links it should keep open to us); ``GET /v1/offers`` lists the exports the caller may
 import; ``CONNECT`` carries a client connection to an export after ``allowed_peers`` and the
 ingress policy allow it. The caller's peer name comes from its verified certificate, and its
 labels from our own Peer object of that name -- never from what it sends.
@@ -51,7 +52,9 @@ class IngressHandler:
         dial_timeout: float,
         metrics: Metrics,
         admission: Admission = OPEN,
+        reverse_links: int = 2,
     ) -> None:
+        self.reverse_links = reverse_links
         self.metrics = metrics
         self.admission = admission
         self.registry = registry
@@ -64,6 +67,9 @@ class IngressHandler:
             await self._connect(req)
         elif req.method == "GET" and req.path == "/healthz":
             body = {"name": self.local["peer_name"], "labels": self.local["labels"]}
+            peer = self.registry.objects[PEERS.plural].get(req.peer)
+            if peer is not None and isinstance(peer.obj, Peer) and not peer.obj.spec.dial:
+                body["reverse_links"] = self.reverse_links
             await req.respond(200, json.dumps(body).encode(), {"content-type": "application/json"})
         elif req.method == "GET" and req.path == "/v1/offers":
             await req.respond(

@@ -1,33 +1,61 @@
-"""Remote peers: one link pool and one heartbeat monitor per Peer object."""
+"""Remote peers: one link pool and one heartbeat monitor per Peer object, and reverse links.
+
+A Peer with ``dial: false`` (an outbound-only site) is never dialed: its pool uses the reverse
+links it opens to us, which this manager admits (``reverse_refusal``, the ``ReverseHost`` of
+``peering.reverse``). The other way round, when a peer's heartbeat answer asks for reverse
+links (it holds us with ``dial: false``), ``ReverseLinks`` keeps them open to it.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..config import Config
 from ..model.objects import Peer
 from ..peering import PeerPool, TLSContexts
+from ..peering.admission import Refused
+from ..peering.lending import ReverseLinks
+from ..peering.requesting import ClientLink
+from ..peering.reverse import reverse_refusal
+from ..peering.serving import Handler, ServerLink
 from ..registry import Entry
 from .heartbeat import PeerMonitor
+
+log = logging.getLogger("clusterlink.peers")
 
 
 class PeerManager:
     """Keeps pools and monitors in step with the Peer objects."""
 
-    def __init__(self, config: Config, tls: TLSContexts) -> None:
+    def __init__(
+        self,
+        config: Config,
+        tls: TLSContexts,
+        handler: Handler | None = None,
+        server_links: set[ServerLink] | None = None,
+    ) -> None:
         self.config = config
         self.tls = tls
+        self.handler = handler  # serves the streams a peer opens on our reverse links to it
+        self.server_links = server_links  # where our reverse links are tracked (drain, revoke)
         self.pools: dict[str, PeerPool] = {}
         self.monitors: dict[str, PeerMonitor] = {}
+        self.lending: dict[str, ReverseLinks] = {}
         self.configured_labels: dict[str, dict[str, str]] = {}
+        self.endpoints: dict[str, list[tuple[str, int]]] = {}
 
     async def apply(self, name: str, new: Entry | None) -> None:
         """Create, update or remove the pool and monitor of peer ``name``."""
         if new is None:
             self.configured_labels.pop(name, None)
+            self.endpoints.pop(name, None)
             monitor = self.monitors.pop(name, None)
             if monitor is not None:
                 await monitor.stop()
+            lending = self.lending.pop(name, None)
+            if lending is not None:
+                await lending.close()
             pool = self.pools.pop(name, None)
             if pool is not None:
                 await pool.close()
@@ -35,6 +63,7 @@ class PeerManager:
         assert isinstance(new.obj, Peer)
         self.configured_labels[name] = dict(new.obj.labels)
         endpoints = [(g.host, g.port) for g in new.obj.spec.gateways]
+        self.endpoints[name] = endpoints
         pool = self.pools.get(name)
         if pool is None:
             dp = self.config.dataplane
@@ -45,13 +74,67 @@ class PeerManager:
                 links=dp.links_per_peer,
                 connect_timeout=dp.connect_timeout,
                 handshake_timeout=dp.handshake_timeout,
+                dial=new.obj.spec.dial,
             )
             self.pools[name] = pool
             monitor = PeerMonitor(name, pool, self.config.heartbeat)
+            monitor.on_reverse = lambda count, name=name: self._lend(name, count)
             self.monitors[name] = monitor
             monitor.start()
         else:
             pool.set_endpoints(endpoints)
+            pool.set_dial(new.obj.spec.dial)
+            lending = self.lending.get(name)
+            if lending is not None:
+                lending.set_endpoints(endpoints)
+
+    # -- reverse links ---------------------------------------------------------------------------
+
+    def reverse_refusal(self, name: str) -> Refused | None:
+        """Why a reverse link from ``name`` (verified, admitted) must be refused, or None."""
+        pool = self.pools.get(name)
+        return reverse_refusal(
+            name,
+            None if pool is None else pool.dials,
+            0 if pool is None else pool.reverse_links,
+            self.config.listen.max_reverse_links_per_peer,
+        )
+
+    def reverse_link(self, name: str) -> ClientLink:
+        return self.pools[name].reverse_link()
+
+    def adopt(self, link: ClientLink) -> None:
+        pool = self.pools.get(link.peer)
+        if pool is None:  # its Peer went away during the handshake
+            link.close()
+            return
+        pool.adopt(link)
+
+    def _lend(self, name: str, count: int) -> None:
+        """Peer ``name`` asked (heartbeat) for ``count`` reverse links from us."""
+        lending = self.lending.get(name)
+        pool = self.pools.get(name)
+        if lending is None:
+            if count <= 0 or self.handler is None or pool is None or not pool.dials:
+                return
+            dp = self.config.dataplane
+            lending = ReverseLinks(
+                name,
+                self.endpoints.get(name, []),
+                self.tls,
+                self.handler,
+                connect_timeout=dp.connect_timeout,
+                handshake_timeout=dp.handshake_timeout,
+                registry=self.server_links,
+            )
+            self.lending[name] = lending
+            log.info("peer asks for reverse links", extra={"peer": name, "links": count})
+        lending.want(count)
+
+    def stop_lending(self) -> None:
+        """Dial no more reverse links (the gateway is stopping)."""
+        for lending in self.lending.values():
+            lending.stop()
 
     def reachable(self, name: str) -> bool:
         """Not known to be unreachable: a peer not heard from yet (just started) is tried in
@@ -71,6 +154,7 @@ class PeerManager:
         if monitor is None:
             return {"reachable": None, "last_seen": None, "labels": {}}
         health = monitor.health
+        lending = self.lending.get(entry.name)
         return {
             "reachable": health.state.reachable,
             "last_seen": health.last_seen,
@@ -78,6 +162,8 @@ class PeerManager:
             "rtt_ms": health.rtt_ms,
             "error": health.error,
             "links": sum(1 for link in monitor.pool.links if link.usable),
+            "via": "direct" if monitor.pool.dials else "reverse",
+            "reverse_links": len(lending.links) if lending is not None else 0,
         }
 
     def renew_links(self) -> None:
@@ -87,5 +173,7 @@ class PeerManager:
                 link.drain()
 
     async def close(self) -> None:
+        for name in list(self.lending):
+            await self.lending.pop(name).close()
         for name in list(self.pools):
             await self.apply(name, None)

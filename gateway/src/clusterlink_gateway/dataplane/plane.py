@@ -51,7 +51,8 @@ class DataPlane:
         # closed fabric (the default): only the names of Peer objects hold peer-port links
         peers = registry.objects["peers"]
         self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
-        self.peers = PeerManager(config, self.tls)
+        self._links: set[Any] = set()  # ServerLinks: accepted links and our reverse links
+        self.peers = PeerManager(config, self.tls, server_links=self._links)
         self.imports = ImportManager(
             registry,
             self.peers,
@@ -70,9 +71,10 @@ class DataPlane:
             dial_timeout=config.dataplane.dial_timeout,
             metrics=self.metrics,
             admission=self.admission,
+            reverse_links=config.dataplane.links_per_peer,
         )
+        self.peers.handler = self.ingress
         self._server: asyncio.AbstractServer | None = None
-        self._links: set[Any] = set()
         self._watch: asyncio.Task[None] | None = None
         self._gate = HandshakeGate(
             config.listen.max_handshakes, config.listen.max_handshakes_per_source
@@ -177,6 +179,7 @@ class DataPlane:
             on_handshake_failure=self._handshake_failed,
             sock=sock,
             admission=self.admission,
+            reverse=self.peers,
         )
         self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()
@@ -216,7 +219,9 @@ class DataPlane:
             monitor.timings = config.heartbeat
             monitor.health.state.failures_down = config.heartbeat.failures_down
             monitor.health.state.successes_up = config.heartbeat.successes_up
-        self.peers.config = self.peers.config.model_copy(update={"heartbeat": config.heartbeat})
+        self.peers.config = self.peers.config.model_copy(
+            update={"heartbeat": config.heartbeat, "listen": config.listen}
+        )
 
     def _tls_outcome(self, result: str, exc: TLSError | None) -> None:
         if exc is None:
@@ -266,6 +271,7 @@ class DataPlane:
         if self._server is not None:
             self._server.close()
         await self.imports.stop_accepting()
+        self.peers.stop_lending()
         for link in list(self._links):  # tell peers to stop opening streams here
             link.goaway()
         await self._drain(drain_timeout)

@@ -24,7 +24,8 @@ from typing import Any
 
 from .admission import NO_DNS_SAN, UNKNOWN_PEER, RefusalLog
 from .gate import HandshakeGate
-from .tls import ALPN
+from .reverse import REASONS as REVERSE_REASONS
+from .tls import SERVER_ALPN
 from .tuning import trim_heap
 
 log = logging.getLogger("clusterlink.peering")
@@ -45,6 +46,7 @@ REASONS = (
     "closed",  # the client closed or reset the connection during the handshake
     "revoked",  # its certificate is revoked (tls.revocation)
     "overload",  # over listen.max_handshakes or listen.max_handshakes_per_source: reset at once
+    *REVERSE_REASONS,  # a reverse link from a peer without dial: false, or over its limit
 )
 
 _VERIFY_CODES = {
@@ -96,7 +98,7 @@ def admission_refusal(
     if revoked is not None and (why := revoked(ssl_object)) is not None:
         return "revoked", why
     alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-    if alpn not in ALPN:
+    if alpn not in SERVER_ALPN:
         return "no-alpn", f"ALPN {alpn or 'none'} instead of h2"
     return None  # the certificate's name is judged by ``admission.Admission``
 

@@ -48,6 +48,9 @@ class Refused:
 
 Verdict = Admitted | Refused
 
+# Given the verified peer's ssl object: may it hold a link (on an accepted transport)?
+AdmitHook = Callable[[Any], Verdict]
+
 
 def dns_name(cert: dict[str, Any] | None) -> str | None:
     """The first DNS SAN of a certificate as ``getpeercert()`` describes it; None if none."""

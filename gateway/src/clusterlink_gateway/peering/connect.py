@@ -1,10 +1,12 @@
 """Connection setup for peer links: dialing and accepting verified TLS transports.
 
-Dialing (``dial``) and accepting (``start_peer_server``) each end with a TLS 1.3 transport
-whose peer certificate was verified, and the peer's name from it; on the accepting side the
-admission rule (``admission_hook``: revocation, ALPN, the Peer allowlist) decides before any
-HTTP/2 state is used. Which HTTP/2 role the session on that transport plays is the caller's
-choice (``serving.ServerLink``, ``requesting.ClientLink``), not fixed by who dialed.
+Dialing (``dial``, ``dial_reverse``) and accepting (``start_peer_server``) each end with a
+TLS 1.3 transport whose peer certificate was verified, and the peer's name from it; on the
+accepting side the admission rule (``admission_hook``: revocation, ALPN, the Peer allowlist)
+decides before any HTTP/2 state is built. The HTTP/2 role of the session on that transport is
+not fixed by who dialed: a forward link (ALPN h2) has the dialer as the HTTP/2 client, a reverse
+link (ALPN ``REVERSE_ALPN``, dialed by an outbound-only site) has it as the HTTP/2 server
+(``reverse``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .accept import FailureHook, PeerAcceptor, admission_refusal
-from .admission import OPEN, Admission, Admitted, Refused
+from .admission import OPEN, Admission, AdmitHook, Admitted, Refused
 from .gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, HandshakeGate
 from .h2core import Limits
 from .requesting import ClientLink
+from .reverse import ReverseHost, RoleSwitch
 from .serving import Handler, ServerLink
-from .session import KEEPALIVE, AdmitHook
-from .tls import TLSContexts, peer_identity
+from .session import KEEPALIVE, Session
+from .tls import REVERSE_ALPN, TLSContexts, peer_identity
+
+_S = TypeVar("_S", bound=Session)
 
 
 def admission_hook(
@@ -63,6 +68,7 @@ async def start_peer_server(
     max_handshakes: int = MAX_HANDSHAKES,
     max_handshakes_per_source: int = MAX_HANDSHAKES_PER_SOURCE,
     gate: HandshakeGate | None = None,
+    reverse: ReverseHost | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -74,7 +80,8 @@ async def start_peer_server(
     decides which verified certificates may hold a link (default: any with a DNS SAN name). At most
     ``max_handshakes`` connections (``max_handshakes_per_source`` from one source) may be
     unauthenticated at once; further ones are reset at accept (reason ``overload``). Pass
-    ``gate`` to read its counts (it then holds the caps).
+    ``gate`` to read its counts (it then holds the caps). ``reverse`` accepts reverse links
+    (without it, every reverse link is refused, reason ``reverse-unexpected``).
     """
     lim = replace(
         limits or Limits(),
@@ -91,16 +98,11 @@ async def start_peer_server(
 
     def make_link() -> ServerLink:
         return ServerLink(
-            handler,
-            lim,
-            idle_timeout=idle_timeout,
-            keepalive=keepalive,
-            registry=links,
-            admit=admit,
+            handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links
         )
 
     return await loop.create_server(
-        lambda: acceptor.protocol(make_link),
+        lambda: acceptor.protocol(lambda: RoleSwitch(make_link, admit, reverse)),
         None if sock else host,
         None if sock else port,
         reuse_port=None if sock else reuse_port or None,
@@ -122,15 +124,84 @@ async def dial(
     on_lost: Callable[[ClientLink], None] | None = None,
     on_tcp: Callable[[], None] | None = None,
 ) -> ClientLink:
-    """Open one link to ``peer_name`` at ``host:port``; ConnectionError/TimeoutError on failure.
+    """Open one forward link to ``peer_name`` at ``host:port`` (we are the HTTP/2 client);
+    ConnectionError/TimeoutError on failure.
 
     ``timeout`` bounds the TCP connect, ``handshake_timeout`` (default: ``timeout``) the TLS
     handshake after it (``on_tcp`` is called in between): a restarting peer whose listening
     socket systemd holds accepts the TCP connection at once and answers the handshake when its
     new process is up.
     """
-    loop = asyncio.get_running_loop()
     lim = limits or Limits()
+    link = await _open(
+        host,
+        port,
+        peer_name,
+        tls,
+        lambda: ClientLink(peer_name, lim, keepalive=keepalive, on_lost=on_lost),
+        reverse=False,
+        timeout=timeout,
+        handshake_timeout=handshake_timeout,
+        on_tcp=on_tcp,
+    )
+    if not link.usable:
+        raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")
+    link.endpoint = (host, port)
+    return link
+
+
+async def dial_reverse(
+    host: str,
+    port: int,
+    peer_name: str,
+    tls: TLSContexts,
+    handler: Handler,
+    *,
+    timeout: float = 3.0,  # noqa: ASYNC109 - bounds the TCP connect
+    handshake_timeout: float | None = None,
+    limits: Limits | None = None,
+    keepalive: float = KEEPALIVE,
+    registry: set[ServerLink] | None = None,
+) -> ServerLink:
+    """Open one reverse link to ``peer_name`` at ``host:port``: we dialed, and we are the
+    HTTP/2 server, running ``handler`` for every stream the peer opens on it (as our peer
+    server does). ``link.lost`` resolves when it closes. Timeouts as in ``dial``."""
+    lim = limits or Limits()
+    link = await _open(
+        host,
+        port,
+        peer_name,
+        tls,
+        lambda: ServerLink(handler, lim, idle_timeout=None, keepalive=keepalive, registry=registry),
+        reverse=True,
+        timeout=timeout,
+        handshake_timeout=handshake_timeout,
+    )
+    ssl_object = link._transport.get_extra_info("ssl_object") if link._transport else None
+    alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    if alpn != REVERSE_ALPN or not link.peer:
+        link.abort()
+        raise ConnectionError(
+            f"{peer_name} at {host}:{port}: peer does not accept reverse links (ALPN {alpn})"
+        )
+    return link
+
+
+async def _open(
+    host: str,
+    port: int,
+    peer_name: str,
+    tls: TLSContexts,
+    make_session: Callable[[], _S],
+    *,
+    reverse: bool,
+    timeout: float,  # noqa: ASYNC109 - bounds the TCP connect
+    handshake_timeout: float | None,
+    on_tcp: Callable[[], None] | None = None,
+) -> _S:
+    """TCP connect, TLS handshake (server name and certificate verified: ``peer_name``), then
+    revocation; the session ``make_session`` builds runs on the transport."""
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
             sock = await _tcp_connect(host, port)
@@ -138,8 +209,8 @@ async def dial(
             on_tcp()
         try:
             _, link = await loop.create_connection(
-                lambda: ClientLink(peer_name, lim, keepalive=keepalive, on_lost=on_lost),
-                ssl=tls.client_context(),
+                make_session,
+                ssl=tls.client_context(reverse=reverse),
                 server_hostname=peer_name,
                 ssl_handshake_timeout=handshake_timeout or timeout,
                 sock=sock,
@@ -169,9 +240,6 @@ async def dial(
         link.abort()
         tls.report_revoked_dial(peer_name, f"{host}:{port}", revoked)
         raise ConnectionError(f"{peer_name} at {host}:{port}: certificate revoked: {revoked}")
-    if not link.usable:
-        raise ConnectionError(f"{peer_name} at {host}:{port}: peer did not negotiate h2")
-    link.endpoint = (host, port)
     return link
 
 

@@ -8,6 +8,10 @@ a time, with its own short backoff (``ondemand.OnDemand``), even if every endpoi
 background backoff: a peer that listens again is used at the next client. The one exception:
 a peer that said GOAWAY (a graceful restart) within the last ``handshake_timeout`` and whose
 TCP port accepts (systemd holds it) gets up to ``handshake_timeout`` for its handshake.
+
+A pool for a peer with ``dial: false`` (an outbound-only site) never dials: its links are the
+reverse links that peer opened to us (``adopt``); a caller waits up to ``connect_timeout`` for
+one when none is up.
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ class PeerPool:
         handshake_timeout: float = 10.0,
         limits: Limits | None = None,
         keepalive: float = KEEPALIVE,
+        dial: bool = True,
     ) -> None:
         self.peer_name = peer_name
+        self.dials = dial
         self.tls = tls
         self.target_links = max(1, links)
         self.connect_timeout = connect_timeout
@@ -75,6 +81,7 @@ class PeerPool:
         self._keepalive = keepalive
         self._endpoints = [_Endpoint((str(h), int(p))) for h, p in endpoints]
         self._links: list[ClientLink] = []
+        self._adopted: set[ClientLink] = set()  # reverse links the peer opened to us
         self._born: dict[ClientLink, float] = {}
         self._answered: set[ClientLink] = set()
         self._attempt: asyncio.Task[ClientLink] | None = None
@@ -97,6 +104,45 @@ class PeerPool:
     @property
     def links(self) -> list[ClientLink]:
         return list(self._links)
+
+    @property
+    def reverse_links(self) -> int:
+        """Reverse links the peer holds open to us (usable or not yet closed)."""
+        return len(self._adopted)
+
+    def set_dial(self, dial: bool) -> None:
+        """The Peer's ``dial`` changed: links of the other kind drain and close."""
+        if dial == self.dials:
+            return
+        self.dials = dial
+        for link in self._links:
+            if (link in self._adopted) == dial:
+                link.drain()
+        if dial:
+            self._maintain()
+
+    def reverse_link(self) -> ClientLink:
+        """A new HTTP/2 client session for a reverse link from the peer (``adopt`` it once up)."""
+        return ClientLink(
+            self.peer_name, self._limits, keepalive=self._keepalive, on_lost=self._on_lost
+        )
+
+    def adopt(self, link: ClientLink) -> None:
+        """A reverse link from the peer is up (``reverse.RoleSwitch``): use it like ours."""
+        if self._closed or self.dials:
+            link.close()
+            return
+        self._adopted.add(link)
+        self._links.append(link)
+        self._born[link] = asyncio.get_running_loop().time()
+        log.info(
+            "reverse link from peer",
+            extra={"peer": self.peer_name, "client_address": str(link.address)},
+        )
+        self._new_link.set()
+        self._new_link = asyncio.Event()
+        if self.on_link_up is not None:
+            self.on_link_up()
 
     def set_endpoints(self, endpoints: list[tuple[str, int]]) -> None:
         """New endpoint list for new links; links to removed endpoints drain and close."""
@@ -208,6 +254,15 @@ class PeerPool:
                 start = self._turn % len(usable)
                 return min(usable[start:] + usable[:start], key=lambda link: link.active_streams)
             now = loop.time()
+            if not self.dials:  # its reverse links are the only way: wait for one
+                if not wait_redial or now >= deadline:
+                    raise ConnectionError(
+                        f"peer {self.peer_name}: no reverse link from it (dial: false: it dials"
+                        " this gateway)"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_link.wait(), deadline - now)
+                continue
             if self._attempt is not None and not self._attempt.done():
                 await self._join(self._attempt, deadline)
                 continue
@@ -379,7 +434,9 @@ class PeerPool:
 
     def _maintain(self) -> None:
         """Keep ``target_links`` links up, in the background, with backoff."""
-        if self._closed or (self._maintainer is not None and not self._maintainer.done()):
+        if self._closed or not self.dials:
+            return
+        if self._maintainer is not None and not self._maintainer.done():
             return
         if sum(1 for link in self._links if link.usable) >= self.target_links:
             return
@@ -403,6 +460,13 @@ class PeerPool:
     def _on_lost(self, link: ClientLink) -> None:
         if link in self._links:
             self._links.remove(link)
+        if link in self._adopted:
+            self._adopted.discard(link)
+            self._born.pop(link, None)
+            self._answered.discard(link)
+            if not self._closed and not link.draining:
+                log.info("reverse link lost", extra={"peer": self.peer_name})
+            return
         born = self._born.pop(link, None)
         answered = link in self._answered
         self._answered.discard(link)

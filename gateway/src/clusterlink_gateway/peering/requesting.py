@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from . import h2core
 from .h2core import Limits
-from .session import KEEPALIVE, AdmitHook, Session
+from .session import KEEPALIVE, Session
 from .stream import NotProcessed, RequestRejected, Response, Stream, _Collector, _retrieve
 
 
@@ -20,11 +20,8 @@ class ClientLink(Session):
         *,
         keepalive: float = KEEPALIVE,
         on_lost: Callable[[ClientLink], None] | None = None,
-        admit: AdmitHook | None = None,
     ) -> None:
-        super().__init__(
-            limits, client_side=True, idle_timeout=None, keepalive=keepalive, admit=admit
-        )
+        super().__init__(limits, client_side=True, idle_timeout=None, keepalive=keepalive)
         self.expected_peer = peer_name
         self.endpoint: tuple[str, int] | None = None
         self.draining = False

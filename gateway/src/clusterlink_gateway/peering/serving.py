@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from . import h2core
 from .h2core import Limits
-from .session import AdmitHook, Session
+from .session import Session
 from .stream import Stream, _Collector
 
 log = logging.getLogger("clusterlink.peering")
@@ -99,11 +99,8 @@ class ServerLink(Session):
         idle_timeout: float | None,
         keepalive: float,
         registry: set[ServerLink] | None = None,
-        admit: AdmitHook | None = None,
     ) -> None:
-        super().__init__(
-            limits, client_side=False, idle_timeout=idle_timeout, keepalive=keepalive, admit=admit
-        )
+        super().__init__(limits, client_side=False, idle_timeout=idle_timeout, keepalive=keepalive)
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
         self._registry = registry

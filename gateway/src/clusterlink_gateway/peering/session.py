@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from . import h2core
-from .admission import Admitted, Refused
 from .h2core import H2Core, Limits
 from .stream import NotProcessed, Stream, StreamError
-from .tls import peer_identity
+from .tls import SERVER_ALPN, peer_identity
 
 log = logging.getLogger("clusterlink.peering")
 
 LINK_WRITE_HIGH = 4 << 20  # TLS transport buffer above which DATA is held in the core
 LINK_WRITE_LOW = 1 << 20
 KEEPALIVE = 10.0  # seconds of silence before a PING; no answer within as long: link is dead
-
-# Given the verified peer's ssl object: may it hold a link (on an accepted transport)?
-AdmitHook = Callable[[Any], "Admitted | Refused"]
 
 
 class Session(asyncio.Protocol):
@@ -35,12 +29,9 @@ class Session(asyncio.Protocol):
 
     Which HTTP/2 role it plays (``client_side``) is given when it is built and is independent
     of which gateway dialed: the connection-setup layer (``connect``) builds a session on a
-    dialed or an accepted transport, and on an accepted one passes ``admit`` (the admission
-    rule), which decides before anything else whether the verified peer may hold a link.
+    dialed transport, and on an accepted one once the admission rule admitted the verified
+    peer and ALPN named the role (``reverse.RoleSwitch``).
     """
-
-    refused: tuple[str, str] | None = None  # (reason, detail) if ``admit`` refused it
-    refused_name: str | None = None  # the name the refused certificate claimed, for the log
 
     def __init__(
         self,
@@ -49,11 +40,9 @@ class Session(asyncio.Protocol):
         client_side: bool,
         idle_timeout: float | None,
         keepalive: float,
-        admit: AdmitHook | None = None,
     ) -> None:
         self.client_side = client_side
         self._limits = limits
-        self._admit = admit
         # A shell until connection_made (after the handshake and admission) calls initiate():
         # the HTTP/2 state (~16 KiB) is built only then, so strangers never cost it. (This once
         # "made uvloop 0.23 segfault" in test_peer_transport.py: the cause was the tests' echo
@@ -80,22 +69,14 @@ class Session(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._admit is not None:
-            verdict = self._admit(transport.get_extra_info("ssl_object"))
-            if isinstance(verdict, Refused):  # the acceptor logs and counts it
-                self.refused, self.refused_name = (verdict.reason, verdict.detail), verdict.name
-                self._closing = True
-                transport.abort()
-                return
-            self.fabric = verdict.fabric
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.address = (str(peer[0]), int(peer[1])) if peer else None
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         name = peer_identity(ssl_object)
-        if alpn != "h2" or not name:
-            reason = "peer did not negotiate ALPN h2" if alpn != "h2" else "peer has no name"
+        if alpn not in SERVER_ALPN or not name:
+            reason = "peer did not negotiate ALPN h2" if alpn not in SERVER_ALPN else "no name"
             log.warning(
                 "peer link refused", extra={"client_address": self.address, "reason": reason}
             )

@@ -37,11 +37,17 @@ from .trust import (
 
 log = logging.getLogger("clusterlink.peering")
 
-ALPN = ["h2"]
+ALPN = ["h2"]  # a forward link: the dialer is the HTTP/2 client
+# A reverse link: the dialer (an outbound-only site) is the HTTP/2 server, the accepting side
+# opens the streams (see ``reverse``). Announced by the dialer, which offers only this id.
+REVERSE_ALPN = "clusterlink-reverse/1"
+SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts
 REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial lines per peer
 
 __all__ = [
     "ALPN",
+    "REVERSE_ALPN",
+    "SERVER_ALPN",
     "AdminTLS",
     "CertificateFacts",
     "TLSChange",
@@ -82,6 +88,7 @@ class _State:
     revocation: Revocation
     server: ssl.SSLContext = field(repr=False)
     client: ssl.SSLContext = field(repr=False)
+    reverse_client: ssl.SSLContext = field(repr=False)
     signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
 
     @property
@@ -157,13 +164,16 @@ def load_state(settings: TLSSettings) -> _State:
         revocation=revocation,
     )
     server = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
-    server.set_alpn_protocols(ALPN)
+    server.set_alpn_protocols(SERVER_ALPN)
     server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
     client = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     client.set_alpn_protocols(ALPN)
     client.check_hostname = True
+    reverse = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
+    reverse.set_alpn_protocols([REVERSE_ALPN])
+    reverse.check_hostname = True
     _unchanged_since(material, settings.cert, settings.key, settings.ca)
-    return _State(settings, material, revocation, server, client)
+    return _State(settings, material, revocation, server, client, reverse)
 
 
 Outcome = Callable[[str, "TLSError | None"], None]
@@ -206,7 +216,7 @@ class TLSContexts:
         self._listener = _base_context(
             ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
         )
-        self._listener.set_alpn_protocols(ALPN)
+        self._listener.set_alpn_protocols(SERVER_ALPN)
         self._listener.sni_callback = self._select_context
         self.subscribers: list[Subscriber] = []
         self.on_outcome: Outcome | None = None  # ("success" | "failure", error): metrics
@@ -240,9 +250,10 @@ class TLSContexts:
         """The listener's context; stable across reloads."""
         return self._listener
 
-    def client_context(self) -> ssl.SSLContext:
-        """The current context for dialing a peer (pass ``server_hostname=<peer name>``)."""
-        return self._current.client
+    def client_context(self, *, reverse: bool = False) -> ssl.SSLContext:
+        """The current context for dialing a peer (pass ``server_hostname=<peer name>``); with
+        ``reverse``, for a reverse link (ALPN ``REVERSE_ALPN`` only)."""
+        return self._current.reverse_client if reverse else self._current.client
 
     def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         """Why the peer certificate of a completed handshake is revoked, or None."""
