@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -77,19 +76,3 @@ def render(families: list[Metric]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))
     return generate_latest(registry)
-
-
-def sample_names(families: Iterable[Any]) -> set[str]:
-    """The sample names ``families`` may carry (``x_total``, ``x_bucket``, ...), by type."""
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
-        "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
-        "info": ("_info",),
-    }
-    names: set[str] = set()
-    for family in families:
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
-        names.update(s.name for s in family.samples)
-    return names
