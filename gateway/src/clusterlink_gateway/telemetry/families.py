@@ -34,6 +34,8 @@ def decode(data: bytes) -> list[Metric]:
     """The inverse of ``encode``; ValueError if ``data`` is not such a document."""
     try:
         raw = json.loads(data)
+        if not isinstance(raw, list):
+            raise TypeError("not a list")
         families = []
         for name, doc, typ, unit, samples in raw:
             family = Metric(str(name), str(doc), str(typ), str(unit))
