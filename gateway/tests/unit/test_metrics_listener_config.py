@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clusterlink_gateway.config import ConfigError, load_config, reload_plan
+from clusterlink_gateway.config import ConfigError, check_runtime, load_config, reload_plan
 
 
 def load(tmp_path: Path, **settings: Any) -> Any:
@@ -70,3 +70,13 @@ def test_changes_need_a_restart(tmp_path: Path) -> None:
     assert reload_plan(old, new) == ([], ["metrics"])
     newer = load(tmp_path, metrics={"port": 9101})
     assert reload_plan(new, newer) == ([], ["metrics.port"])
+
+
+def test_check_runtime_names_unusable_metrics_tls_files(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        metrics={"tls": {"cert": str(tmp_path / "none.crt"), "key": str(tmp_path / "none.key")}},
+    )
+    problems = check_runtime(config)
+    assert any(p.startswith("metrics.tls: cannot load") for p in problems), problems
+    assert not any(p.startswith("metrics") for p in check_runtime(load(tmp_path, metrics={})))
