@@ -300,9 +300,10 @@ class Daemon:
             return await gather(metrics.registry, fetchers)
 
         counter = metrics.metrics_refusals
-        server = MetricsServer(
-            config, collect, Refusals(lambda reason: counter.labels(reason).inc()), tls
+        refusals = Refusals(
+            lambda reason: counter.labels(reason).inc(), message="metrics request refused"
         )
+        server = MetricsServer(config, collect, refusals, tls)
         try:
             await server.start()
         except OSError as exc:

@@ -21,6 +21,7 @@ import yaml
 from support.fabric import Fabric
 from support.gateway import free_port
 from support.pki import TestCA
+from support.probes import log_records
 from support.traffic import get
 
 REPO = Path(__file__).resolve().parents[3]
@@ -272,3 +273,5 @@ def test_metrics_listener_over_tls(fabric: Fabric, tmp_path: Path, client_ca: bo
             }
             time.sleep(0.2)
         assert any(reason.startswith("tls-") for reason in refused), refused
+        lines = log_records(gw, "metrics request refused")
+        assert lines and all(line["listener"] == "metrics" for line in lines), lines
