@@ -132,6 +132,24 @@ class Admin(Strict):
     )
 
 
+class MetricsTLS(Strict):
+    """TLS on the metrics listener; with ``client_ca``, scrapers need a certificate from it."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = Field(
+        default=None, description="CA bundle of the scrapers' client certificates (optional)"
+    )
+
+
+class MetricsListener(Strict):
+    """A read-only listener that serves ``/metrics`` of every process, nothing else."""
+
+    address: IPAddress = "127.0.0.1"
+    port: Port = 9469
+    tls: MetricsTLS | None = None
+
+
 class Imports(Strict):
     bind: IPAddress = Field(
         default="127.0.0.1",
@@ -207,6 +225,22 @@ class Config(Strict):
     dataplane: Dataplane = Field(default_factory=Dataplane)
     log: Logging = Field(default_factory=Logging)
     workers: int = Field(default=1, ge=1, le=64)
+    metrics: MetricsListener | None = None
+
+
+def _metrics_port_problem(config: Config) -> str | None:
+    """The metrics listener may not share the port of the peer or admin TCP listener."""
+    m = config.metrics
+    if m is None:
+        return None
+    taken = [("listen.port", config.listen.address, config.listen.port)]
+    if config.admin.tcp is not None:
+        taken.append(("admin.tcp.port", config.admin.tcp.address, config.admin.tcp.port))
+    for key, address, port in taken:
+        same = address == m.address or {address, m.address} & {"0.0.0.0", "::"}
+        if port == m.port and same:
+            return f"metrics.port: {m.port} on {m.address} is already {key}"
+    return None
 
 
 def load_config(path: Path) -> Config:
@@ -222,9 +256,13 @@ def load_config(path: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of settings")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+    problem = _metrics_port_problem(config)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
+    return config
 
 
 def tls_settings(config: Config) -> TLSSettings:
@@ -270,6 +308,13 @@ def check_runtime(config: Config, *, tls: bool = True) -> list[str]:
             admin_tls_context(config.admin.tcp)
         except TLSError as exc:
             problems.append(f"admin.tcp: cannot load certificate, key or client CA: {exc}")
+    if tls and config.metrics is not None and config.metrics.tls is not None:
+        from .telemetry.tls import server_context
+
+        try:
+            server_context(config.metrics.tls)
+        except TLSError as exc:
+            problems.append(f"metrics.tls: cannot load certificate, key or client CA: {exc}")
     group = config.admin.socket_group
     if group is not None:
         try:
@@ -332,6 +377,13 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "log.level": "live",
     "log.format": "live",
     "workers": "restart",
+    "metrics": "restart",  # the metrics listener (and its TLS files) are set up at start
+    "metrics.address": "restart",
+    "metrics.port": "restart",
+    "metrics.tls": "restart",
+    "metrics.tls.cert": "restart",
+    "metrics.tls.key": "restart",
+    "metrics.tls.client_ca": "restart",
 }
 
 

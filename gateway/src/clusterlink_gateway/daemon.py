@@ -40,6 +40,9 @@ from .peering import TLSError
 from .peering.tls import AdminTLS
 from .registry import Registry
 from .store.sqlite import Store
+from .telemetry.gather import gather
+from .telemetry.listener import MetricsServer
+from .telemetry.tls import server_context
 
 log = logging.getLogger("clusterlink.daemon")
 
@@ -70,6 +73,7 @@ class Daemon:
         self._admin_tls: AdminTLS | None = None
         self.dataplane: DataPlane | None = None
         self.workers: WorkerPool | None = None
+        self._metrics_server: MetricsServer | None = None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -111,6 +115,7 @@ class Daemon:
             self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
             self.registry.observers.append(self.workers.on_change)
             await self.workers.start()
+        await self._start_metrics()
         self.info["ready"] = True
         systemd.notify("READY=1", f"STATUS=serving as {self.config.peer_name}")
         log.info(
@@ -136,6 +141,9 @@ class Daemon:
     async def shutdown(self) -> None:
         self.info["ready"] = False
         systemd.notify("STOPPING=1", "STATUS=draining")
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -273,6 +281,36 @@ class Daemon:
                 listener("tcp", self._admin_tls.context),
                 lambda f: loop.create_server(f, tcp.address, tcp.port),
             ).start()
+
+    async def _start_metrics(self) -> None:
+        """The read-only metrics listener (``metrics:``), serving every process's metrics."""
+        config = self.config.metrics
+        if config is None:
+            return
+        assert self.dataplane is not None
+        metrics = self.dataplane.metrics
+        try:
+            tls = server_context(config.tls) if config.tls is not None else None
+        except TLSError as exc:
+            raise StartupError(f"metrics.tls: {exc}") from None
+        workers = self.workers
+
+        async def collect() -> bytes:
+            fetchers = workers.metrics_fetchers() if workers is not None else {}
+            return await gather(metrics.registry, fetchers)
+
+        counter = metrics.metrics_refusals
+        refusals = Refusals(
+            lambda reason: counter.labels(reason).inc(), message="metrics request refused"
+        )
+        server = MetricsServer(config, collect, refusals, tls)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(
+                f"metrics: cannot listen on {config.address}:{config.port}: {exc.strerror}"
+            ) from None
+        self._metrics_server = server
 
 
 def _prepare_socket_path(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one gateway, served on the admin API at ``/metrics``.
+"""Prometheus metrics of one gateway process, served on the admin API at ``/metrics`` (this
+process) and on the metrics listener (every process, ``telemetry``).
 
 Counters on the connection path are updated once per connection (label children are cached);
 gauges that describe state (reachability, links, listeners) are read at scrape time.
@@ -118,6 +119,11 @@ class Metrics:
             "Admin API connections or requests refused before a handler ran, by reason",
             ["reason"],
         )
+        self.metrics_refusals = counter(
+            "metrics_refusals",
+            "Metrics listener connections or requests refused before a handler ran, by reason",
+            ["reason"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )
@@ -175,6 +181,19 @@ def certificate_expiry(
         left.add_metric(labels, (cert.not_after - now).total_seconds())
         at.add_metric(labels, cert.not_after.timestamp())
     yield from (left, at)
+
+
+def worker_up(answered: dict[str, bool]) -> GaugeMetricFamily:
+    """``clusterlink_worker_up{worker}``: 1 when that process's metrics are in this scrape
+    (worker "0" is the main process), 0 when a worker did not answer in time."""
+    family = GaugeMetricFamily(
+        "clusterlink_worker_up",
+        "1 when this data-plane process answered the metrics listener's scrape (0 = main)",
+        labels=["worker"],
+    )
+    for worker, ok in answered.items():
+        family.add_metric([worker], 1.0 if ok else 0.0)
+    return family
 
 
 class _StateCollector(Collector):

@@ -46,7 +46,8 @@ def test_tarball_is_small_and_clean(installed: tuple[Path, Path, dict[str, str]]
     ]
     assert not bad, bad[:20]
     for needed in ("playbooks/site.yml", "roles/gateway/tasks/main.yml", "gateway/pyproject.toml",
-                   "docs/inventory.md", "docs/install.md"):  # fmt: skip
+                   "docs/inventory.md", "docs/install.md", "docs/examples/grafana-dashboard.json",
+                   "docs/examples/prometheus.yml"):  # fmt: skip
         assert needed in names, needed
 
 

@@ -120,8 +120,14 @@ class Refusals:
     """Count every refusal (``count(reason)``) and log it, at most LOG_LINES_PER_SECOND lines a
     second; the next line says how many were not logged (``suppressed``)."""
 
-    def __init__(self, count: CountFn, per_second: int = LOG_LINES_PER_SECOND) -> None:
+    def __init__(
+        self,
+        count: CountFn,
+        per_second: int = LOG_LINES_PER_SECOND,
+        message: str = "admin request refused",
+    ) -> None:
         self.count = count
+        self.message = message
         self._limit = _RateLimit(per_second)
 
     def __call__(
@@ -137,4 +143,4 @@ class Refusals:
         if suppressed:
             extra["suppressed"] = suppressed
         quiet = reason == f"{TLS_PREFIX}closed"  # probes and clients that hang up: not alarming
-        (log.info if quiet else log.warning)("admin request refused", extra=extra)
+        (log.info if quiet else log.warning)(self.message, extra=extra)

@@ -8,7 +8,9 @@ database (read-only, WAL) at start and again whenever the main process writes a 
 stdin (after every object change). End of file on stdin means the main process is gone, even
 after ``kill -9``: the worker stops. ``PR_SET_PDEATHSIG`` backs that up on Linux.
 
-Run as ``python -m clusterlink_gateway.dataplane.worker --config PATH --parent PID``.
+Run as ``python -m clusterlink_gateway.dataplane.worker --config PATH --parent PID
+[--metrics-fd FD]``; FD is its end of the socketpair on which the main process asks for its
+metrics (``telemetry.channel``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +35,8 @@ from ..peering import TLSError
 from ..peering.tuning import tune_malloc
 from ..registry import Registry
 from ..store.sqlite import Store
+from ..telemetry.channel import serve_worker_metrics
+from ..telemetry.families import encode
 from .plane import DataPlane
 
 log = logging.getLogger("clusterlink.worker")
@@ -69,8 +74,9 @@ def _die_with_parent(parent: int) -> None:
 class Worker:
     """The data plane of one worker process, kept in step with the main process's store."""
 
-    def __init__(self, config_path: Path, config: Config) -> None:
+    def __init__(self, config_path: Path, config: Config, metrics_fd: int | None = None) -> None:
         self.config_path = config_path
+        self.metrics_fd = metrics_fd
         self.config = config
         self.local = {"peer_name": config.peer_name, "labels": dict(config.labels)}
         self.store = Store(config.state_dir / "state.db", readonly=True)
@@ -91,13 +97,23 @@ class Worker:
         await self.plane.start()
         await self.registry.load()
         log.info("data-plane worker started", extra={"pid": os.getpid()})
-        syncing = loop.create_task(self._follow_store(), name="follow-store")
+        tasks = [loop.create_task(self._follow_store(), name="follow-store")]
+        if self.metrics_fd is not None:
+            sock = socket.socket(fileno=self.metrics_fd)
+            registry = self.plane.metrics.registry
+            tasks.append(
+                loop.create_task(
+                    serve_worker_metrics(sock, lambda: encode(registry.collect())),
+                    name="metrics-channel",
+                )
+            )
         try:
             await self.stop.wait()
         finally:
-            syncing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await syncing
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.plane.stop()
             await self.store.close()
             log.info("data-plane worker stopped", extra={"pid": os.getpid()})
@@ -131,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clusterlink-gateway-worker")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--metrics-fd", type=int, default=None)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     try:
@@ -141,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log.level, config.log.format)
     tune_malloc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_run(args.config, config))
+        runner.run(_run(args.config, config, args.metrics_fd))
     return 0
 
 
-async def _run(config_path: Path, config: Config) -> None:
-    await Worker(config_path, config).run()
+async def _run(config_path: Path, config: Config, metrics_fd: int | None = None) -> None:
+    await Worker(config_path, config, metrics_fd).run()
 
 
 if __name__ == "__main__":

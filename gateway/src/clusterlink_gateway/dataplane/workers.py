@@ -3,7 +3,9 @@
 Each worker is a child process (``dataplane.worker``) whose stdin is a pipe from here: a line
 after every object change tells it to re-read the store; closing the pipe (or this process
 dying, which closes it too) tells it to stop. A worker that exits on its own is started again
-after a delay that grows while it keeps failing.
+after a delay that grows while it keeps failing. Each worker also gets one end of a socketpair
+(``--metrics-fd``) on which the metrics listener asks it for its metrics
+(``telemetry.channel``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from ..telemetry.channel import WorkerMetricsClient
+from ..telemetry.gather import Fetch
 
 log = logging.getLogger("clusterlink.workers")
 
@@ -38,6 +44,7 @@ class _Slot:
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task[None] | None = None
+        self.metrics: WorkerMetricsClient | None = None
 
 
 class WorkerPool:
@@ -58,18 +65,36 @@ class WorkerPool:
             await self._spawn(slot)
             slot.task = loop.create_task(self._supervise(slot), name=f"worker-{slot.index}")
 
+    def metrics_fetchers(self) -> dict[str, Fetch]:
+        """Per worker index ("1", "2", ...): ask that worker for its metrics."""
+        return {str(s.index): s.metrics.fetch for s in self._slots if s.metrics is not None}
+
     async def _spawn(self, slot: _Slot) -> None:
-        slot.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "clusterlink_gateway.dataplane.worker",
-            "--config",
-            str(self.config_path),
-            "--parent",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            env=_worker_env(),
-        )
+        if slot.metrics is not None:
+            slot.metrics.close()
+            slot.metrics = None
+        ours, theirs = socket.socketpair()
+        try:
+            slot.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "clusterlink_gateway.dataplane.worker",
+                "--config",
+                str(self.config_path),
+                "--parent",
+                str(os.getpid()),
+                "--metrics-fd",
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.PIPE,
+                env=_worker_env(),
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        slot.metrics = WorkerMetricsClient(ours)
         log.info("data-plane worker spawned", extra={"worker": slot.index, "pid": slot.proc.pid})
 
     async def _supervise(self, slot: _Slot) -> None:
@@ -113,6 +138,8 @@ class WorkerPool:
         for slot in self._slots:
             if slot.task is not None:
                 slot.task.cancel()
+            if slot.metrics is not None:
+                slot.metrics.close()
             if slot.proc is not None and slot.proc.stdin is not None:
                 slot.proc.stdin.close()
         procs = [s.proc for s in self._slots if s.proc is not None]

@@ -1,0 +1,42 @@
+"""One scrape of the metrics listener: the main process's families and every worker's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+from ..metrics import worker_up
+from .families import MAIN, decode, merge, render
+
+log = logging.getLogger("clusterlink.telemetry")
+
+WORKER_TIMEOUT = 5.0  # a scrape waits this long for a worker (Prometheus' default timeout: 10 s)
+
+Fetch = Callable[[float], Awaitable[bytes | None]]
+
+
+async def gather(
+    main: CollectorRegistry, workers: Mapping[str, Fetch], within: float = WORKER_TIMEOUT
+) -> bytes:
+    """The exposition of ``main`` and of every worker (asked at once), each sample labelled
+    ``worker``; a worker that does not answer is left out and reported by
+    ``clusterlink_worker_up 0``."""
+    names = list(workers)
+    replies = await asyncio.gather(*(workers[n](within) for n in names))
+    sources: list[tuple[str, list[Metric]]] = [(MAIN, list(main.collect()))]
+    answered = {MAIN: True}
+    for name, reply in zip(names, replies, strict=True):
+        families = None
+        if reply is not None:
+            try:
+                families = decode(reply)
+            except ValueError as exc:
+                log.warning("worker metrics unreadable", extra={"worker": name, "error": str(exc)})
+        answered[name] = families is not None
+        if families is not None:
+            sources.append((name, families))
+    return render([*merge(sources), worker_up(answered)])
