@@ -64,6 +64,12 @@ class PeerManager:
         self.configured_labels[name] = dict(new.obj.labels)
         endpoints = [(g.host, g.port) for g in new.obj.spec.gateways]
         self.endpoints[name] = endpoints
+        if not new.obj.spec.dial and self.config.workers > 1:
+            log.warning(
+                "peer with dial: false and workers > 1: a process reaches it only while it holds "
+                "one of its reverse links (see docs/protocol.md)",
+                extra={"peer": name, "workers": self.config.workers},
+            )
         pool = self.pools.get(name)
         if pool is None:
             dp = self.config.dataplane
