@@ -83,6 +83,24 @@ def test_service_on_outbound_only_site_is_imported_over_reverse_links(fabric: Fa
     offers = fabric.client("cl0").raw("GET", "/v1/peers/cl1/offers")
     assert offers.status == 200 and [o["name"] for o in offers.body] == ["http-echo"]
     assert all(get(port) == "cl1" for _ in range(20))
+
+    # an update of the Peer (labels) keeps its reverse links: nothing is dropped or redialed
+    def redials() -> int:
+        return sum(
+            len(log_lines(fabric, msg, "cl1"))
+            for msg in ("reverse link lost; dialing again", "cannot open reverse link")
+        )
+
+    before = redials()
+    fabric.client("cl0").replace(
+        "peers", "cl1", {"name": "cl1", "labels": {"tier": "edge"}, "spec": {"dial": False}}
+    )
+    time.sleep(1)
+    assert get(port) == "cl1" and peer_status(fabric, "cl0", "cl1")["links"] == 2
+    assert redials() == before
+    offers = fabric.client("cl0").raw("GET", "/v1/peers/cl1/offers")
+    assert offers.status == 200 and [o["name"] for o in offers.body] == ["http-echo"]
+    assert all(get(port) == "cl1" for _ in range(20))
     # cl0 never dialed cl1: cl1's peer port saw no handshake at all
     assert not log_lines(fabric, "peer handshake refused", "cl1")
     print(f"\nreverse: first answer {took:.2f} s after the objects were applied")

@@ -177,6 +177,8 @@ class PeerManager:
         for pool in self.pools.values():
             for link in list(pool.links):
                 link.drain()
+        for lending in self.lending.values():
+            lending.renew()
 
     async def close(self) -> None:
         for name in list(self.lending):

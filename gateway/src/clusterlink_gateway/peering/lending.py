@@ -102,6 +102,12 @@ class ReverseLinks:
         for link in links:
             link.abort()
 
+    def renew(self) -> None:
+        """Our certificate changed: replace every link (the old ones finish their streams)."""
+        for link in list(self._links):
+            link.goaway()
+        self._wake()
+
     def stop(self) -> None:
         """Dial no more (e.g. the gateway is stopping); open links stay until closed."""
         self._closed = True
@@ -124,7 +130,7 @@ class ReverseLinks:
         turn = 0
         while not self._closed and self.wanted:
             self._changed.clear()
-            up = [link for link in self._links if not link._closing]
+            up = [link for link in self._links if link.usable]  # not going away
             if len(up) >= self.wanted or not self.endpoints:
                 await self._changed.wait()
                 continue

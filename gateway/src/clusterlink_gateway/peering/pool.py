@@ -152,7 +152,7 @@ class PeerPool:
         ]
         current = {ep.address for ep in self._endpoints}
         for link in self._links:
-            if link.endpoint not in current:
+            if link not in self._adopted and link.endpoint not in current:
                 link.drain()
         if self._links:
             self._maintain()
