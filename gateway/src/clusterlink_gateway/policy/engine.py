@@ -3,13 +3,14 @@
 Order: privileged deny > privileged allow > regular deny > regular allow > default deny.
 A policy matches when the source matches at least one ``from`` element and the
 destination matches at least one ``to`` element. Within the deciding tier the
-lexicographically first matching policy name is reported.
+lexicographically first matching policy name is reported. ``policy.explain`` says why
+(through ``matches``).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from clusterlink_gateway.model.selector import LabelMatcher, PolicySpec, SourceMatcher
@@ -115,3 +116,22 @@ class PolicyEngine:
                     if destination.matches(dst):
                         return decision
         return DEFAULT_DENY
+
+    def matches(
+        self,
+        src: Mapping[str, str],
+        dst: Mapping[str, str],
+        client_ip: IPAddress | None = None,
+    ) -> Iterator[tuple[PolicySpec, Decision, int, int]]:
+        """Every matching policy in evaluation order (the first one decides), with the index of
+        its first matching ``from`` and ``to`` element. For explanations, not the hot path."""
+        for bucket in self._buckets:
+            for name, sources, destinations, decision in bucket:
+                from_index = next(
+                    (i for i, s in enumerate(sources) if s.matches(src, client_ip)), None
+                )
+                if from_index is None:
+                    continue
+                to_index = next((i for i, d in enumerate(destinations) if d.matches(dst)), None)
+                if to_index is not None:
+                    yield self._specs[name], decision, from_index, to_index
