@@ -1,6 +1,7 @@
 """``gwctl explain`` and the refusal log lines with two real gateways on loopback: cl0 exports
 http-echo, cl1 imports it. Every explanation is checked against what a real client connection
-gets at the same moment, and each refusal log line must name the policy that refused."""
+gets at the same moment, and each refusal log line must name the policy that refused. The peer
+request behind it is checked with a real peer link: a peer may only ask about itself."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
 import yaml
 
+from clusterlink_gateway.peering import PeerPool
 from support.fabric import Fabric
 from support.gateway import BIN, GatewayProcess
+from support.peering import tls_for
 from support.traffic import get
 
 NAME = "peer.clusterlink.net/name"
@@ -225,3 +229,36 @@ def test_explain_errors_and_a_peer_that_does_not_answer(fabric: Fabric) -> None:
     table = gwctl(cl1, "explain", "--peer", "cl0", "--export", "http-echo")
     assert "UNKNOWN (an end did not answer)" in table.stdout and "not answered" in table.stdout
     print(f"explain with the peer down answered in {took:.2f} s")
+
+
+@pytest.mark.asyncio
+async def test_a_peer_asks_only_about_itself(fabric: Fabric) -> None:
+    """The peer request names no peer: the answer is about the certificate's name, and a
+    request that states an identity is refused."""
+    two_sites(fabric)
+    fabric.add_peer("cl0", "cl2", mutual=False)  # cl0 knows another peer, denied elsewhere
+    deny_cl2 = [{"matchLabels": {NAME: "cl2"}}]
+    fabric.client("cl0").create("policies", pol("deny-cl2", "deny", deny_cl2, privileged=True))
+    endpoint = fabric.endpoint("cl0")
+    pool = PeerPool(
+        "cl0", [(endpoint["host"], endpoint["port"])], tls_for(fabric.ca, "cl1"), links=1
+    )
+    try:
+        asked = {"x-clusterlink-export": "http-echo", "x-clusterlink-client-ip": "192.0.2.1"}
+        resp = await pool.request("GET", "/v1/explain", headers=asked, timeout=10)
+        assert resp.status == 200, resp.body
+        body = json.loads(resp.body)
+        assert body["gateway"] == "cl0"
+        ingress = body["ingress"]
+        assert ingress["attributes"]["source"][NAME] == "cl1"
+        assert (ingress["allowed"], ingress["decision"]["policy"]) == (True, "allow-all")
+        assert ingress["client_ip"] == "192.0.2.1"  # a fabric peer's asserted address is used
+        (egress,) = body["egress"]  # cl0 imports nothing from cl1: as for an import
+        assert egress["import"] is None and "no import takes" in egress["note"]
+        spoofed = {**asked, "x-clusterlink-peer-name": "cl2"}
+        resp = await pool.request("GET", "/v1/explain", headers=spoofed, timeout=10)
+        assert resp.status == 403 and b"certificate" in resp.body
+        resp = await pool.request("GET", "/v1/explain", timeout=10)
+        assert resp.status == 400 and b"x-clusterlink-export" in resp.body
+    finally:
+        await pool.close()
