@@ -119,6 +119,11 @@ DECISION_SCHEMA = {
             "type": "boolean",
             "description": "false: no client address, so selectors with clientCIDRs did not match",
         },
+        "cidrs_skipped": {
+            "type": "boolean",
+            "description": "true: no client address and some policy has clientCIDRs (it might "
+            "decide otherwise for a client address: give one)",
+        },
     },
 }
 

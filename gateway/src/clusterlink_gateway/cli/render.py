@@ -176,7 +176,7 @@ def _check_row(check: dict[str, Any]) -> list[str]:
     if decision and decision.get("outranked"):
         lost = ", ".join(f"{o['policy']} ({o['action']})" for o in decision["outranked"])
         notes.append(f"outranked: {lost}")
-    if decision and decision.get("client_ip_known") is False:
+    if decision and decision.get("cidrs_skipped"):
         notes.append("no client address: clientCIDRs do not match")
     return [
         check["gateway"],

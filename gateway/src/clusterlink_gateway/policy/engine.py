@@ -117,6 +117,10 @@ class PolicyEngine:
                         return decision
         return DEFAULT_DENY
 
+    def uses_client_cidrs(self) -> bool:
+        """Whether any policy's ``from`` element has ``clientCIDRs`` (for explanations)."""
+        return any(sel.clientCIDRs for spec in self._specs.values() for sel in spec.from_)
+
     def matches(
         self,
         src: Mapping[str, str],

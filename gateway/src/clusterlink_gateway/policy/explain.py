@@ -64,6 +64,7 @@ class Explanation:
     destination: SelectorMatch | None = None
     outranked: tuple[Outranked, ...] = ()
     client_ip_known: bool = True
+    cidrs_skipped: bool = False  # no client address, and some policy has clientCIDRs
 
     @property
     def allowed(self) -> bool:
@@ -101,6 +102,7 @@ class Explanation:
             "selector": self.selector(),
             "outranked": [o.document() for o in self.outranked],
             "client_ip_known": self.client_ip_known,
+            "cidrs_skipped": self.cidrs_skipped,
         }
 
     def log_fields(self) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def explain(
 ) -> Explanation:
     """Explain the decision ``engine.decide(src, dst, client_ip)`` takes (same arguments)."""
     ip = parse_client_ip(client_ip)
+    skipped = ip is None and engine.uses_client_cidrs()
     decider: Explanation | None = None
     outranked: list[Outranked] = []
     for spec, decision, from_index, to_index in engine.matches(src, dst, ip):
@@ -135,19 +138,20 @@ def explain(
                 decision,
                 SelectorMatch("from", from_index, _selector_document(spec.from_[from_index])),
                 SelectorMatch("to", to_index, _selector_document(spec.to[to_index])),
-                client_ip_known=ip is not None,
             )
         else:
             assert decision.policy is not None
             outranked.append(Outranked(decision.policy, decision.action, tier_of(decision)))
+    known = ip is not None
     if decider is None:
-        return Explanation(DEFAULT_DENY, client_ip_known=ip is not None)
+        return Explanation(DEFAULT_DENY, client_ip_known=known, cidrs_skipped=skipped)
     return Explanation(
         decider.decision,
         decider.source,
         decider.destination,
         tuple(outranked),
-        client_ip_known=ip is not None,
+        client_ip_known=known,
+        cidrs_skipped=skipped,
     )
 
 
@@ -181,8 +185,9 @@ def remote_decision(raw: Any) -> dict[str, Any] | None:
             for o in outranked[:16]
             if isinstance(o, dict)
         ]
-    if isinstance(raw.get("client_ip_known"), bool):
-        out["client_ip_known"] = raw["client_ip_known"]
+    for flag in ("client_ip_known", "cidrs_skipped"):
+        if isinstance(raw.get(flag), bool):
+            out[flag] = raw[flag]
     if "tier" not in out:
         return None
     if out["tier"] == TIER_DEFAULT:

@@ -105,11 +105,14 @@ def test_client_cidrs_need_the_client_address() -> None:
     engine.set("no-far", spec("deny", [{"clientCIDRs": ["10.0.0.0/8"]}]))
     unknown = explain(engine, {}, {})
     assert unknown.decision.policy == "allow-all" and not unknown.client_ip_known
+    assert unknown.cidrs_skipped  # a policy has clientCIDRs: an address might change it
     far = explain(engine, {}, {}, "10.1.2.3")
-    assert far.decision.policy == "no-far" and far.client_ip_known
+    assert far.decision.policy == "no-far" and far.client_ip_known and not far.cidrs_skipped
     assert far.document()["selector"]["from[0]"] == {"clientCIDRs": ["10.0.0.0/8"]}
     mapped = explain(engine, {}, {}, ipaddress.ip_address("::ffff:10.0.0.1"))
     assert mapped.decision.policy == "no-far"
+    engine.remove("no-far")
+    assert not explain(engine, {}, {}).cidrs_skipped
 
 
 KEYS = st.sampled_from([PEER_NAME, EXPORT_NAME, "k"])
