@@ -64,7 +64,10 @@ class ConnectionAttempt:
         decision = self.engine.decide(src, dst, client_ip)
         self.decision = decision
         # Same engine state (no await in between): the explanation names this very decision.
-        self.explanation = None if decision.allowed else explain(self.engine, src, dst, client_ip)
+        if not decision.allowed:
+            self.explanation = explain(self.engine, src, dst, client_ip, full=False)
+        else:
+            self.explanation = None
         self.metrics.decisions.labels(
             self.side, decision.action, decision.policy or DEFAULT_DENY_LABEL
         ).inc()

@@ -131,11 +131,12 @@ class PolicyEngine:
         its first matching ``from`` and ``to`` element. For explanations, not the hot path."""
         for bucket in self._buckets:
             for name, sources, destinations, decision in bucket:
-                from_index = next(
-                    (i for i, s in enumerate(sources) if s.matches(src, client_ip)), None
-                )
-                if from_index is None:
+                for from_index, source in enumerate(sources):  # noqa: B007 - used below
+                    if source.matches(src, client_ip):
+                        break
+                else:
                     continue
-                to_index = next((i for i, d in enumerate(destinations) if d.matches(dst)), None)
-                if to_index is not None:
-                    yield self._specs[name], decision, from_index, to_index
+                for to_index, destination in enumerate(destinations):
+                    if destination.matches(dst):
+                        yield self._specs[name], decision, from_index, to_index
+                        break
