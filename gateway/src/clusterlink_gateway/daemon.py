@@ -234,6 +234,7 @@ class Daemon:
             self.info,
             max_body=admin.max_body_bytes,
             offers_fn=self.dataplane.offers,
+            explain_fn=self.dataplane.explain,
             metrics_fn=self.dataplane.metrics.render,
             body_timeout=admin.body_timeout,
             refusals=refusals,

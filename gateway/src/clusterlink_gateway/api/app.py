@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -13,7 +14,9 @@ from aiohttp import hdrs, web
 
 from .. import __version__
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..model.common import DNS_LABEL
 from ..model.objects import KINDS, Kind
+from ..policy.attributes import parse_client_ip
 from ..registry import NotFound, Registry, RegistryError
 from ..store.sqlite import StoreError
 from .limits import (
@@ -36,9 +39,13 @@ DAEMON_INFO: web.AppKey[dict[str, Any]] = web.AppKey("daemon_info", dict)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 OffersFn = Callable[[str], Awaitable[list[dict[str, Any]]]]
 OFFERS: web.AppKey[OffersFn] = web.AppKey("offers")
+ExplainFn = Callable[[str, str, str | None], Awaitable[dict[str, Any]]]
+EXPLAIN: web.AppKey[ExplainFn] = web.AppKey("explain")
 METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics")
 BODY_SECONDS: web.AppKey[float] = web.AppKey("body_timeout", float)
 REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals", Refusals)
+
+_DNS_LABEL = re.compile(DNS_LABEL)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -200,6 +207,32 @@ async def offers(request: web.Request) -> web.Response:
     return web.json_response(items)
 
 
+def _query_name(request: web.Request, field: str) -> str:
+    value = request.query.get(field)
+    if not value:
+        raise RegistryError(f"query parameter {field!r} is required", field=field)
+    if not _DNS_LABEL.fullmatch(value):
+        raise RegistryError(f"{field} {value[:64]!r} is not a DNS label", field=field)
+    return value
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Which policy decides, at this gateway and (asked over the link) at the peer, both ways;
+    read-only."""
+    peer = _query_name(request, "peer")
+    export = _query_name(request, "export")
+    client_ip = request.query.get("client_ip")
+    if client_ip is not None:
+        try:
+            client_ip = str(parse_client_ip(client_ip))
+        except ValueError:
+            message = f"client_ip {client_ip[:64]!r} is not an IP address"
+            raise RegistryError(message, field="client_ip") from None
+    if peer not in request.app[REGISTRY].objects[KINDS["peers"].plural]:
+        raise NotFound(f"peer {peer!r} not found", field="peer")
+    return web.json_response(await request.app[EXPLAIN](peer, export, client_ip))
+
+
 async def status(request: web.Request) -> web.Response:
     info = request.app[DAEMON_INFO]
     body = {
@@ -237,6 +270,7 @@ def build_app(
     *,
     max_body: int,
     offers_fn: OffersFn,
+    explain_fn: ExplainFn,
     metrics_fn: Callable[[], bytes],
     body_timeout: float = 30.0,
     refusals: Refusals | None = None,
@@ -249,6 +283,7 @@ def build_app(
     app[DAEMON_INFO] = info
     app[MAX_BODY] = max_body
     app[OFFERS] = offers_fn
+    app[EXPLAIN] = explain_fn
     app[METRICS] = metrics_fn
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
@@ -256,7 +291,8 @@ def build_app(
     app.router.add_get("/v1/status", status, allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
     app.router.add_get("/v1/peers/{name}/offers", offers, allow_head=False)
-    kind = r"{kind:(?!status$|openapi\.json$)[^/]+}"
+    app.router.add_get("/v1/explain", explain, allow_head=False)
+    kind = r"{kind:(?!status$|openapi\.json$|explain$)[^/]+}"
     app.router.add_get(f"/v1/{kind}", list_objects, allow_head=False)
     app.router.add_post(f"/v1/{kind}", create_object)
     app.router.add_get(f"/v1/{kind}/{{name}}", get_object, allow_head=False)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
+from ..model.common import DNS_LABEL
 from ..model.objects import KINDS, Kind
 
 REF = "#/components/schemas/{model}"
@@ -75,6 +76,137 @@ CERTIFICATE_SCHEMA = {
             "description": "seconds until not_after; negative once expired",
         },
         "expired": {"type": "boolean"},
+    },
+}
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+DECISION_SCHEMA = {
+    "type": "object",
+    "description": "a policy decision and why: the deciding policy, its tier, the matching "
+    "selectors",
+    "required": ["allowed", "action", "tier", "policy", "summary", "selector", "outranked"],
+    "properties": {
+        "allowed": {"type": "boolean"},
+        "action": {"enum": ["allow", "deny"]},
+        "tier": {
+            "enum": ["privileged", "regular", "default"],
+            "description": "default: no policy matched (the default deny)",
+        },
+        "policy": {**_NULLABLE_STRING, "description": "the deciding policy; null: default deny"},
+        "summary": {"type": "string", "description": "e.g. deny by privileged policy no-west"},
+        "selector": {
+            "type": ["object", "null"],
+            "description": "the deciding policy's first matching from and to element, keyed "
+            "from[i] and to[j], each as written in the policy; null for the default deny",
+            "additionalProperties": {"type": "object"},
+        },
+        "outranked": {
+            "type": "array",
+            "description": "other matching policies that lost, in evaluation order",
+            "items": {
+                "type": "object",
+                "required": ["policy", "action", "tier"],
+                "properties": {
+                    "policy": {"type": "string"},
+                    "action": {"type": "string"},
+                    "tier": {"type": "string"},
+                },
+            },
+        },
+        "client_ip_known": {
+            "type": "boolean",
+            "description": "false: no client address, so selectors with clientCIDRs did not match",
+        },
+        "cidrs_skipped": {
+            "type": "boolean",
+            "description": "true: no client address and some policy has clientCIDRs (it might "
+            "decide otherwise for a client address: give one)",
+        },
+    },
+}
+
+CHECK_SCHEMA = {
+    "type": "object",
+    "description": "one gateway's decision for one direction",
+    "required": [
+        "gateway",
+        "side",
+        "import",
+        "answered",
+        "allowed",
+        "decided_by",
+        "result",
+        "decision",
+        "client_ip",
+        "attributes",
+        "note",
+    ],
+    "properties": {
+        "gateway": {"type": "string", "description": "the gateway that decides"},
+        "side": {"enum": ["egress", "ingress"]},
+        "import": {
+            **_NULLABLE_STRING,
+            "description": "egress: the importing gateway's Import taking the export (null: "
+            "none, decided as for an import without labels)",
+        },
+        "answered": {
+            "type": "boolean",
+            "description": "false: the peer could not be asked or did not answer (see result)",
+        },
+        "allowed": {"type": ["boolean", "null"], "description": "null when not answered"},
+        "decided_by": {
+            "enum": ["policy", "allowed_peers", "unknown-export", "not-a-peer", None],
+        },
+        "result": {"type": "string", "description": "one line for people"},
+        "decision": {"anyOf": [{"$ref": REF.format(model="Decision")}, {"type": "null"}]},
+        "client_ip": {
+            **_NULLABLE_STRING,
+            "description": "the client address the decision used (an exporter may ignore the "
+            "one an importer asserts)",
+        },
+        "attributes": {
+            "type": ["object", "null"],
+            "description": "the source and destination attributes the policies saw",
+            "properties": {
+                "source": {"anyOf": [_STRING_MAP, {"type": "null"}]},
+                "destination": {"anyOf": [_STRING_MAP, {"type": "null"}]},
+            },
+        },
+        "note": _NULLABLE_STRING,
+    },
+}
+
+EXPLANATION_SCHEMA = {
+    "type": "object",
+    "required": ["gateway", "peer", "export", "client_ip", "directions"],
+    "properties": {
+        "gateway": {"type": "string", "description": "this gateway"},
+        "peer": {"type": "string"},
+        "export": {"type": "string"},
+        "client_ip": _NULLABLE_STRING,
+        "directions": {
+            "type": "array",
+            "description": "import: this gateway imports the export from the peer (our egress, "
+            "then the peer's ingress); export: the peer imports our export (our ingress, then "
+            "the peer's egress). Each direction that applies, at least one",
+            "items": {
+                "type": "object",
+                "required": ["direction", "importer", "exporter", "allowed", "checks"],
+                "properties": {
+                    "direction": {"enum": ["import", "export"]},
+                    "importer": {"type": "string"},
+                    "exporter": {"type": "string"},
+                    "allowed": {
+                        "type": ["boolean", "null"],
+                        "description": "true: some egress check and the ingress check allow; "
+                        "false: an end refuses; null: an end did not answer",
+                    },
+                    "checks": {"type": "array", "items": {"$ref": REF.format(model="Check")}},
+                },
+            },
+        },
     },
 }
 
@@ -242,6 +374,9 @@ def openapi_document() -> dict[str, Any]:
     schemas["Offer"] = OFFER_SCHEMA
     schemas["Status"] = STATUS_SCHEMA
     schemas["Certificate"] = CERTIFICATE_SCHEMA
+    schemas["Decision"] = DECISION_SCHEMA
+    schemas["Check"] = CHECK_SCHEMA
+    schemas["Explanation"] = EXPLANATION_SCHEMA
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {
@@ -315,6 +450,51 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "404": _error("no such peer"),
                 "502": _error("the peer could not be asked"),
+            },
+        },
+    }
+    paths["/v1/explain"] = {
+        "get": {
+            "operationId": "explain",
+            "description": "Which policy decides a connection between this gateway and a peer "
+            "for an export, here and (asked over the peer link) at the peer, in each direction "
+            "that applies. Read-only.",
+            "parameters": [
+                {
+                    "name": "peer",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63},
+                },
+                {
+                    "name": "export",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63},
+                },
+                {
+                    "name": "client_ip",
+                    "in": "query",
+                    "required": False,
+                    "description": "the client's address (for clientCIDRs)",
+                    "schema": {
+                        "anyOf": [
+                            {"type": "string", "format": "ipv4"},
+                            {"type": "string", "format": "ipv6"},
+                        ]
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "the explanation",
+                    "content": _json({"$ref": REF.format(model="Explanation")}),
+                },
+                "400": _error("a parameter is missing or malformed; `field` names it"),
+                "404": _error(
+                    "no such peer, or the export is neither exported here, imported from the "
+                    "peer here, nor known to the peer; `field` names which"
+                ),
             },
         },
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 from pydantic import ValidationError
@@ -221,6 +222,16 @@ def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(client: AdminClient, args: argparse.Namespace) -> int:
+    """Which policy decides, here and at the peer, for connections between us and the peer."""
+    query = {"peer": args.peer, "export": args.export}
+    if args.client_ip:
+        query["client_ip"] = args.client_ip
+    data = client.request("GET", f"/v1/explain?{urlencode(query)}")
+    print(render("explain", data, args.output))
+    return 0
+
+
 def _object_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", help="peer | export | import | policy")
     parser.add_argument("name", nargs="?")
@@ -294,6 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("-f", "--filename", help="write to FILE (atomically) instead of stdout")
     export.set_defaults(func=cmd_export)
+    explain = sub.add_parser(
+        "explain",
+        help="which policy decides a connection with a peer for an export, here and there",
+    )
+    explain.add_argument("--peer", required=True, help="the remote peer")
+    explain.add_argument("--export", required=True, help="the export (ours, or the peer's)")
+    explain.add_argument("--client-ip", help="the client's address (for clientCIDRs)")
+    explain.add_argument(
+        "-o", "--output", choices=["table", "json", "yaml"], default=argparse.SUPPRESS
+    )
+    explain.set_defaults(func=cmd_explain)
     status = sub.add_parser("status", help="peers, imports and exports at a glance")
     status.set_defaults(func=cmd_status)
     return parser

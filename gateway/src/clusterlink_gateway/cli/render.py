@@ -169,6 +169,62 @@ def _status_table(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_VERDICT = {True: "ALLOWED", False: "REFUSED", None: "UNKNOWN (an end did not answer)"}
+
+
+def _matched(decision: dict[str, Any] | None) -> str:
+    selector = (decision or {}).get("selector")
+    if not selector:
+        return "-"
+    return " / ".join(f"{where} {_selector(sel)}" for where, sel in selector.items())
+
+
+def _check_row(check: dict[str, Any]) -> list[str]:
+    decision = check.get("decision")
+    if not check["answered"]:
+        result = "?"
+    else:
+        result = {True: "allow", False: "deny", None: "?"}[check.get("allowed")]
+    notes = []
+    if decision is None and check["answered"]:
+        notes.append(check["result"])  # decided before any policy (allowed_peers, ...)
+    elif not check["answered"]:
+        notes.append(check["result"])
+    if check.get("note"):
+        notes.append(check["note"])
+    if decision and decision.get("outranked"):
+        lost = ", ".join(f"{o['policy']} ({o['action']})" for o in decision["outranked"])
+        notes.append(f"outranked: {lost}")
+    if decision and decision.get("cidrs_skipped"):
+        notes.append("no client address: clientCIDRs do not match")
+    return [
+        check["gateway"],
+        check["side"],
+        check.get("import") or "-",
+        result,
+        (decision or {}).get("tier") or "-",
+        ((decision or {}).get("policy") or "<default deny>") if decision else "-",
+        _matched(decision),
+        "; ".join(notes) or "-",
+    ]
+
+
+def _explain_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"gateway {data['gateway']}  peer {data['peer']}  export {data['export']}  "
+        f"client {data.get('client_ip') or '-'}"
+    ]
+    for direction in data["directions"]:
+        lines += [
+            "",
+            f"{direction['direction'].upper()}: {direction['importer']} imports "
+            f"{data['export']} from {direction['exporter']}: {_VERDICT[direction['allowed']]}",
+        ]
+        head = ["GATEWAY", "SIDE", "IMPORT", "RESULT", "TIER", "POLICY", "SELECTOR", "NOTE"]
+        lines.append(table([head] + [_check_row(c) for c in direction["checks"]]))
+    return "\n".join(lines)
+
+
 def render(what: str, data: Any, fmt: str, single: bool = False) -> str:
     """Render API data as ``table``, ``json`` or ``yaml``."""
     if single and isinstance(data, list) and len(data) == 1 and fmt != "table":
@@ -179,6 +235,8 @@ def render(what: str, data: Any, fmt: str, single: bool = False) -> str:
         return yaml.safe_dump(data, sort_keys=False).rstrip()
     if what == "status":
         return _status_table(data)
+    if what == "explain":
+        return _explain_table(data)
     if what in COLUMNS:
         return _object_table(what, data)
     return json.dumps(data, indent=2)

@@ -24,7 +24,8 @@ from ..metrics import Metrics
 from ..model.objects import Import
 from ..peering import TcpRelay
 from ..policy.attributes import destination_attributes, parse_client_ip, source_attributes
-from ..policy.engine import PolicyEngine
+from ..policy.engine import DEFAULT_DENY_NAME, PolicyEngine
+from ..policy.explain import remote_decision
 from ..registry import Entry, Registry
 from ..routing.loadbalancer import LoadBalancer
 from .attempt import ConnectionAttempt
@@ -263,7 +264,7 @@ class ImportManager:
                         "import": entry.name,
                         "peer": source.peer,
                         "export": export,
-                        "decision": str(decision),
+                        **attempt.refusal_fields(),
                     },
                 )
                 continue
@@ -290,6 +291,17 @@ class ImportManager:
             if stream is None:
                 step["result"] = f"{resp.status}: {_reason(resp.body)}"
                 m.connect_errors.labels(source.peer, str(resp.status)).inc()
+                log.info(
+                    "connect refused by peer",
+                    extra={
+                        "import": entry.name,
+                        "peer": source.peer,
+                        "export": export,
+                        "status": resp.status,
+                        "reason": step["result"],
+                        **_peer_decision(resp.body),
+                    },
+                )
                 continue
             if relay.closed.done():  # the client gave up while we were connecting
                 stream.reset()
@@ -316,6 +328,24 @@ class ImportManager:
 
 def _fd_name(import_name: str) -> str:
     return f"import-{import_name}"
+
+
+def _peer_decision(body: bytes) -> dict[str, Any]:
+    """The exporter's deciding policy, tier and selectors from its 403 body (checked and
+    bounded: it comes from the peer), as refusal log fields; {} when it sent none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    decision = remote_decision(data.get("decision")) if isinstance(data, dict) else None
+    if decision is None:
+        return {}
+    return {
+        "decision": decision.get("summary"),
+        "policy": decision.get("policy") or DEFAULT_DENY_NAME,
+        "tier": decision["tier"],
+        "selector": decision.get("selector"),
+    }
 
 
 def _reason(body: bytes) -> str:

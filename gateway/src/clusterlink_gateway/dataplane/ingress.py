@@ -1,9 +1,17 @@
 """Requests arriving on the peer port from other gateways.
 
+<<<<<<< HEAD
 ``GET /healthz`` answers the heartbeat (to a peer we hold with ``dial: false``, with how many
 reverse links it should keep open to us); ``GET /v1/offers`` lists the exports the caller may
 import; ``CONNECT`` carries a client connection to an export after ``allowed_peers`` and the
 ingress policy allow it. The caller's peer name comes from its verified certificate, and its
+=======
+``GET /healthz`` answers the heartbeat; ``GET /v1/offers`` lists the exports the caller may
+import; ``GET /v1/explain`` says how this gateway would decide the caller's connections for one
+export, both ways (``explain.Explainer.answer_peer``, for ``gwctl explain`` there); ``CONNECT``
+carries a client connection to an export after ``allowed_peers`` and the ingress policy allow
+it. The caller's peer name comes from its verified certificate, and its
+>>>>>>> h-exp
 labels from our own Peer object of that name -- never from what it sends.
 """
 
@@ -27,7 +35,8 @@ from ..policy.attributes import (
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
 from .attempt import ConnectionAttempt
-from .request import RequestError, parse_connect, shorten
+from .explain import Explainer
+from .request import RequestError, parse_connect, parse_explain, shorten
 
 log = logging.getLogger("clusterlink.ingress")
 audit = logging.getLogger("clusterlink.audit")
@@ -53,9 +62,11 @@ class IngressHandler:
         metrics: Metrics,
         admission: Admission = OPEN,
         reverse_links: int = 2,
+        explainer: Explainer | None = None,
     ) -> None:
         self.reverse_links = reverse_links
         self.metrics = metrics
+        self.explainer = explainer
         self.admission = admission
         self.registry = registry
         self.engine = engine
@@ -71,6 +82,8 @@ class IngressHandler:
             if peer is not None and isinstance(peer.obj, Peer) and not peer.obj.spec.dial:
                 body["reverse_links"] = self.reverse_links
             await req.respond(200, json.dumps(body).encode(), {"content-type": "application/json"})
+        elif req.method == "GET" and req.path == "/v1/explain" and self.explainer is not None:
+            self._explain(req, self.explainer)
         elif req.method == "GET" and req.path == "/v1/offers":
             await req.respond(
                 200,
@@ -80,6 +93,16 @@ class IngressHandler:
         else:
             method, path = shorten(req.method), shorten(req.path or "")
             self._refuse(req, 404, "not-found", f"no such endpoint: {method} {path}")
+
+    def _explain(self, req: IncomingStream, explainer: Explainer) -> None:
+        """How we would decide for the caller (its identity: the certificate's) on one export."""
+        try:
+            request = parse_explain(req.headers)
+        except RequestError as exc:
+            self._refuse(req, exc.status, exc.reason, exc.message)
+            return
+        body = explainer.answer_peer(req.peer, req.peer_fabric, request.export, request.client_ip)
+        req.answer(200, json.dumps(body).encode(), {"content-type": "application/json"})
 
     def offers(self, caller: str) -> list[dict[str, Any]]:
         """Exports visible to ``caller``: those whose ``allowed_peers`` is empty or names it."""
@@ -91,10 +114,12 @@ class IngressHandler:
                 out.append({"name": entry.name, "labels": dict(entry.obj.labels)})
         return out
 
-    def _refuse(self, req: IncomingStream, status: int, reason: str, message: str) -> None:
+    def _refuse(
+        self, req: IncomingStream, status: int, reason: str, message: str, **extra: Any
+    ) -> None:
         """Answer a refusal (JSON reason) and count it by calling peer and reason class."""
         self.metrics.ingress_refused.labels(req.peer, reason).inc()
-        req.answer(status, _json(status, message))
+        req.answer(status, _json(status, message, **extra))
 
     async def _connect(self, req: IncomingStream) -> None:
         caller = req.peer
@@ -147,6 +172,7 @@ class IngressHandler:
             parse_client_ip(client_ip) if client_ip else None,
         )
         if not decision.allowed:
+            why = attempt.refusal_fields()
             log.info(
                 "ingress denied",
                 extra={
@@ -154,10 +180,12 @@ class IngressHandler:
                     "export": export_name,
                     "client": request.client_ip,
                     "client_ignored": client_ip != request.client_ip,
-                    "decision": str(decision),
+                    **why,
                 },
             )
-            self._refuse(req, 403, "denied", f"denied by ingress policy ({decision})")
+            # the importer logs the same explanation (its refusal line names our policy)
+            message = f"denied by ingress policy ({decision})"
+            self._refuse(req, 403, "denied", message, decision=_refusal_document(attempt))
             return
         loop = asyncio.get_running_loop()
         try:
@@ -207,6 +235,15 @@ class IngressHandler:
             return None
         assert isinstance(entry.obj, Peer)
         return entry.obj
+
+
+def _refusal_document(attempt: ConnectionAttempt) -> dict[str, Any] | None:
+    """The ``decision`` of a 403 body: deciding policy (null: the default deny), tier and
+    selectors, for the importer's refusal log line."""
+    if attempt.explanation is None:
+        return None
+    doc = attempt.explanation.document()
+    return {k: doc[k] for k in ("action", "tier", "policy", "summary", "selector")}
 
 
 def _address(req: IncomingStream) -> str:

@@ -21,6 +21,7 @@ from ..peering.gate import HandshakeGate
 from ..peering.tls import AdminTLS, CertificateFacts, TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
+from .explain import Explainer
 from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
@@ -64,6 +65,15 @@ class DataPlane:
             max_connections=config.dataplane.max_connections_per_import,
             idle_timeout=config.dataplane.idle_timeout,
         )
+        self.explainer = Explainer(
+            registry,
+            self.engine,
+            local,
+            peer_labels=self.peers.labels,
+            admits=self.admission.admits,
+            fabric_of=self._fabric_of,
+            ask=self._ask_explain,
+        )
         self.ingress = IngressHandler(
             registry,
             self.engine,
@@ -72,6 +82,7 @@ class DataPlane:
             metrics=self.metrics,
             admission=self.admission,
             reverse_links=config.dataplane.links_per_peer,
+            explainer=self.explainer,
         )
         self.peers.handler = self.ingress
         self._server: asyncio.AbstractServer | None = None
@@ -204,6 +215,29 @@ class DataPlane:
         if not isinstance(items, list):
             raise ValueError("offers is not a list")
         return items
+
+    async def explain(self, peer: str, export: str, client_ip: str | None) -> dict[str, Any]:
+        """``gwctl explain``: how both ends would decide, see ``dataplane.explain``."""
+        return await self.explainer.explain(peer, export, client_ip)
+
+    async def _ask_explain(self, peer: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """``GET /v1/explain`` on ``peer`` (as ``offers``; a peer in backoff is not waited for)."""
+        pool = self.peers.pools.get(peer)
+        if pool is None:
+            raise ConnectionError(f"no link to peer {peer!r}")
+        limit = self.config.dataplane.connect_timeout
+        async with asyncio.timeout(2 * limit):
+            resp = await pool.request(
+                "GET", "/v1/explain", headers=headers, timeout=limit, wait_redial=False
+            )
+        return resp.status, resp.body
+
+    def _fabric_of(self, peer: str) -> bool | None:
+        """Whether the links ``peer`` opened to us chain to the fabric CA; None: no such link."""
+        for link in self._links:
+            if link.peer == peer:
+                return bool(link.fabric)
+        return None
 
     def reload_tls(self, settings: TLSSettings | None = None) -> bool:
         """Re-read the certificate files (with new settings on SIGHUP); True if anything

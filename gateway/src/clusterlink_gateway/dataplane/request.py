@@ -82,6 +82,16 @@ def parse_connect(
         raise RequestError(400, "bad-request", "CONNECT without :authority")
     if path is not None:
         raise RequestError(400, "bad-request", "CONNECT must not carry :path")
+    return _fields(headers)
+
+
+def parse_explain(headers: HeaderInput) -> ConnectRequest:
+    """Interpret a peer's ``GET /v1/explain``: the same headers as its CONNECT would carry
+    (export, client address; never an identity). RequestError (400/403) if malformed."""
+    return _fields(headers)
+
+
+def _fields(headers: HeaderInput) -> ConnectRequest:
     seen: dict[str, str] = {}
     for name, value in normalise_headers(headers):
         if name.startswith(":"):

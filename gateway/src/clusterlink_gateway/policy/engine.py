@@ -3,13 +3,14 @@
 Order: privileged deny > privileged allow > regular deny > regular allow > default deny.
 A policy matches when the source matches at least one ``from`` element and the
 destination matches at least one ``to`` element. Within the deciding tier the
-lexicographically first matching policy name is reported.
+lexicographically first matching policy name is reported. ``policy.explain`` says why
+(through ``matches``).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from clusterlink_gateway.model.selector import LabelMatcher, PolicySpec, SourceMatcher
@@ -115,3 +116,27 @@ class PolicyEngine:
                     if destination.matches(dst):
                         return decision
         return DEFAULT_DENY
+
+    def uses_client_cidrs(self) -> bool:
+        """Whether any policy's ``from`` element has ``clientCIDRs`` (for explanations)."""
+        return any(sel.clientCIDRs for spec in self._specs.values() for sel in spec.from_)
+
+    def matches(
+        self,
+        src: Mapping[str, str],
+        dst: Mapping[str, str],
+        client_ip: IPAddress | None = None,
+    ) -> Iterator[tuple[PolicySpec, Decision, int, int]]:
+        """Every matching policy in evaluation order (the first one decides), with the index of
+        its first matching ``from`` and ``to`` element. For explanations, not the hot path."""
+        for bucket in self._buckets:
+            for name, sources, destinations, decision in bucket:
+                for from_index, source in enumerate(sources):  # noqa: B007 - used below
+                    if source.matches(src, client_ip):
+                        break
+                else:
+                    continue
+                for to_index, destination in enumerate(destinations):
+                    if destination.matches(dst):
+                        yield self._specs[name], decision, from_index, to_index
+                        break
