@@ -1,17 +1,11 @@
 """Requests arriving on the peer port from other gateways.
 
-<<<<<<< HEAD
 ``GET /healthz`` answers the heartbeat (to a peer we hold with ``dial: false``, with how many
 reverse links it should keep open to us); ``GET /v1/offers`` lists the exports the caller may
-import; ``CONNECT`` carries a client connection to an export after ``allowed_peers`` and the
-ingress policy allow it. The caller's peer name comes from its verified certificate, and its
-=======
-``GET /healthz`` answers the heartbeat; ``GET /v1/offers`` lists the exports the caller may
 import; ``GET /v1/explain`` says how this gateway would decide the caller's connections for one
 export, both ways (``explain.Explainer.answer_peer``, for ``gwctl explain`` there); ``CONNECT``
 carries a client connection to an export after ``allowed_peers`` and the ingress policy allow
 it. The caller's peer name comes from its verified certificate, and its
->>>>>>> h-exp
 labels from our own Peer object of that name -- never from what it sends.
 """
 
