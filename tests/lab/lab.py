@@ -22,7 +22,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -90,6 +90,8 @@ class Site:
     router_address: str
     public_address: str
     first_host: str
+    # Outbound-only: the router SNATs what leaves the site and forwards nothing in (no DNAT).
+    outbound_only: bool = False
 
 
 @dataclass
@@ -364,6 +366,7 @@ class Lab:
         sites: Mapping[str, str] | None,
         port: int,
         images: Mapping[str, str] | None = None,
+        outbound_only: Collection[str] | None = None,
     ) -> _State:
         if topology not in TOPOLOGIES:
             raise LabError(f"unknown topology {topology!r} (want one of {TOPOLOGIES})")
@@ -383,6 +386,17 @@ class Lab:
         state = self._plan_network(names, topology, sites, port)
         for h in state.hosts.values():
             h.image = (images or {}).get(h.name, image.SUITE)
+        outbound = set(outbound_only or ())
+        if outbound and topology != "cloud":
+            raise LabError("outbound_only only applies to the cloud topology")
+        unknown_sites = outbound - set(state.sites)
+        if unknown_sites:
+            raise LabError(
+                f"outbound_only names unknown sites: {sorted(unknown_sites)} "
+                f"(sites: {sorted(state.sites)})"
+            )
+        for s in state.sites.values():
+            s.outbound_only = s.name in outbound
         return state
 
     def _plan_network(
@@ -449,14 +463,18 @@ class Lab:
         public_port: int = 443,
         timeout: float = 120,
         images: Mapping[str, str] | None = None,
+        outbound_only: Collection[str] | None = None,
     ) -> Lab:
         """Create the lab, or repair an existing one with the same shape; hosts end up running.
 
         ``images`` maps host names to the Debian release they boot (``bookworm`` by default,
         also ``trixie`` and ``bullseye``: ``tests.lab.image.SUITES``); each release's image is
-        built once and cached."""
+        built once and cached. ``outbound_only`` (cloud only) names sites that accept no
+        inbound connection at all: their router SNATs outgoing traffic and DNATs nothing; the
+        controller keeps SSH to their hosts. Creating again with other ``outbound_only``
+        sites reconfigures the firewalls in place."""
         started = time.monotonic()
-        plan = self._plan(hosts, topology, sites, public_port, images)
+        plan = self._plan(hosts, topology, sites, public_port, images, outbound_only)
         for other in list_labs():
             if other != self.name and _tag(other) == self.tag:
                 raise LabError(f"lab name {self.name!r} collides with lab {other!r}; rename")
@@ -548,13 +566,15 @@ class Lab:
         net.nft_replace_table("ip", ROUTER_TABLE, self._router_rules(), netns=r)
 
     def _router_rules(self) -> str:
-        """NAT and filter of the cloud router: only the peer port of each site is reachable."""
+        """NAT and filter of the cloud router: only the peer port of each site is reachable
+        (of no outbound-only site: nothing is DNATed to it, so the forward chain drops all)."""
         assert self._state is not None
         port = self._state.public_port
         dnat, snat = [], []
         for s in self._state.sites.values():
             first = self._state.hosts[s.first_host].address
-            dnat.append(f"ip daddr {s.public_address} tcp dport {port} dnat to {first}")
+            if not s.outbound_only:
+                dnat.append(f"ip daddr {s.public_address} tcp dport {port} dnat to {first}")
             snat.append(f"ip saddr {s.subnet} snat to {s.public_address}")
         nl = "\n    "
         return f"""table ip {ROUTER_TABLE} {{
@@ -590,7 +610,15 @@ class Lab:
         for d in devs:
             rules.append(f'iifname "{d}" oifname != "{d}" drop')
             rules.append(f'oifname "{d}" iifname != "{d}" drop')
+        # The controller's management path into an outbound-only site is SSH (and ping) only.
+        mgmt = []
+        for s in self._state.sites.values():
+            if s.outbound_only:
+                o = f'oifname "{s.bridge}" meta nfproto ipv4 ct state new'
+                mgmt += [f"{o} tcp dport 22 accept", f"{o} icmp type echo-request accept"]
+                mgmt.append(f"{o} drop")
         body = "\n    ".join(rules)
+        out = "\n    ".join(mgmt)
         net.nft_replace_table(
             "inet",
             self.nft_table,
@@ -598,6 +626,10 @@ class Lab:
   chain forward {{
     type filter hook forward priority filter - 10; policy accept;
     {body}
+  }}
+  chain output {{
+    type filter hook output priority filter - 10; policy accept;
+    {out}
   }}
 }}""",
         )
@@ -915,6 +947,7 @@ class Lab:
                     "image": h.image,
                     "site": h.site,
                     "public_address": self.sites[h.site].public_address if h.site else None,
+                    "outbound_only": bool(h.site and self.sites[h.site].outbound_only),
                     "gateway": h.gateway,
                     "netns": h.netns,
                     "veth": h.veth,
@@ -949,7 +982,10 @@ class Lab:
             }
             if h.site:
                 hv["clusterlink_peer_name"] = h.site
-                hv["clusterlink_advertise_address"] = self.sites[h.site].public_address
+                if self.sites[h.site].outbound_only:
+                    hv["clusterlink_inbound"] = False  # nothing reaches it: others never dial
+                else:
+                    hv["clusterlink_advertise_address"] = self.sites[h.site].public_address
                 if self._state.public_port != 443:
                     hv["clusterlink_port"] = self._state.public_port
             lines.append(f"        {h.name}:")

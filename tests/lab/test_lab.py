@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,19 @@ def test_plan_cloud_sites() -> None:
         lab._plan(["a"], "cloud", {"zz": "east"}, 443)
     with pytest.raises(LabError):
         lab._plan(["Bad_Name"], "flat", None, 443)
+
+
+def test_plan_outbound_only_sites() -> None:
+    lab = Lab(f"{P}-plan")
+    plan = lab._plan(["a", "b"], "cloud", {"a": "east", "b": "west"}, 443, None, {"west"})
+    assert {s.name: s.outbound_only for s in plan.sites.values()} == {
+        "east": False,
+        "west": True,
+    }
+    with pytest.raises(LabError, match="unknown sites: \\['north'\\]"):
+        lab._plan(["a"], "cloud", {"a": "east"}, 443, None, {"north"})
+    with pytest.raises(LabError, match="only applies to the cloud topology"):
+        lab._plan(["a"], "flat", None, 443, None, {"site1"})
 
 
 def test_plan_images_per_host() -> None:
@@ -329,7 +343,12 @@ def cloud() -> Iterator[Lab]:
     lab = Lab(f"{P}-cloud")
     lab.destroy()
     try:
-        yield lab.create(["a", "b"], topology="cloud", sites={"a": "site1", "b": "site2"})
+        yield lab.create(
+            ["a", "b", "c"],
+            topology="cloud",
+            sites={"a": "site1", "b": "site2", "c": "site3"},
+            outbound_only={"site3"},
+        )
     finally:
         lab.destroy()
 
@@ -384,6 +403,80 @@ def _curl_local(url: str) -> str:
             return str(resp.status)
     except (urllib.error.URLError, OSError):
         return "000"
+
+
+def _tcp_connects(address: str, port: int, timeout: float = 2) -> bool:
+    """True if a TCP connection from the controller (root namespace) to address:port opens."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _tcp_connects_from(lab: Lab, host: str, address: str, port: int) -> bool:
+    """True if a TCP connection from ``host`` to address:port opens (bash's /dev/tcp)."""
+    cmd = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}' && echo open"
+    return lab.run(host, cmd, timeout=20).stdout.strip() == "open"
+
+
+@lab_test
+def test_cloud_outbound_only_site_accepts_nothing_but_dials_out(cloud: Lab) -> None:
+    """site3 is outbound-only: no inbound TCP from "the internet" (the root namespace) or
+    another site reaches its host, not even the peer port; it dials out, seen as its public
+    (SNAT) address; the controller still manages it over SSH."""
+    port = cloud.public_port
+    assert port is not None
+    site3 = cloud.sites["site3"]
+    c = cloud.hosts["c"]
+    assert site3.outbound_only and not cloud.sites["site1"].outbound_only
+    listen(cloud, "c", port)  # something does listen on the peer port
+    listen(cloud, "a", port)
+    for target in (site3.public_address, c.address):
+        assert not _tcp_connects(target, port), target
+        assert not _tcp_connects_from(cloud, "a", target, port), target
+        assert not _tcp_connects_from(cloud, "b", target, port), target
+    assert not _tcp_connects(site3.public_address, 22)
+    # A public site's peer port is still reachable, from the controller and from site3.
+    pub_a = cloud.sites["site1"].public_address
+    assert _tcp_connects(pub_a, port)
+    assert _tcp_connects_from(cloud, "c", pub_a, port)
+    assert http_code(cloud, "c", f"http://{pub_a}:{port}/") == "200"
+    log = cloud.run("a", f"journalctl -q -u lab-http-{port} --no-pager").stdout
+    assert site3.public_address in log
+    assert c.address not in log
+    # The controller's management path stays (SSH), the lab describes the site.
+    assert cloud.run("c", "systemctl is-system-running").stdout.strip() == "running"
+    desc = cloud.status()
+    assert desc["hosts"]["c"]["outbound_only"] is True
+    assert desc["hosts"]["a"]["outbound_only"] is False
+    assert desc["sites"]["site3"]["outbound_only"] is True
+    state = json.loads((cloud.dir / "state.json").read_text())
+    assert [s["outbound_only"] for s in state["sites"]] == [False, False, True]
+    inv = cloud.inventory_path.read_text()
+    c_vars = inv.split("        c:\n", 1)[1]
+    assert "clusterlink_inbound: false" in c_vars
+    assert "clusterlink_advertise_address" not in c_vars
+    assert 'clusterlink_peer_name: "site3"' in c_vars
+    assert "clusterlink_inbound" not in inv.split("        c:\n", 1)[0]
+    nft = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            cloud.router_netns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "clusterlink_lab",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"ip daddr {site3.public_address}" not in nft  # nothing DNATed to site3
+    assert f"snat to {site3.public_address}" in nft
 
 
 @lab_test
