@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import signal
 import subprocess
 import time
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import image, net
+from . import image, net, remote
 from .util import LabError, log, mountpoints, remove_tree, run
 
 TOPOLOGIES = ("flat", "cloud")
@@ -51,9 +50,7 @@ FLAT_NET = _flat_net()
 PUBLIC_NET = "198.19.0"
 FIRST_HOST = 10
 ROUTER_OCTET = 254
-_SSH_O = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR")
-_SSH_O += ("BatchMode=yes", "ConnectTimeout=5")
-SSH_OPTIONS = ("-F", "/dev/null", *(arg for opt in _SSH_O for arg in ("-o", opt)))
+SSH_OPTIONS = remote.SSH_OPTIONS
 ROUTER_TABLE = "clusterlink_lab"
 # nspawn processes started by this Python process, so they can be reaped after they exit.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -701,7 +698,16 @@ class Lab:
             h.machine,
         ]
         cgroups = _cgroup_dirs(h.machine)
+        # A container whose nspawn was killed keeps running orphaned (its systemd, sshd and
+        # the sessions on it): end what is left of it, so the new boot is the only one.
         for d in cgroups:
+            for pid in _cgroup_procs(d):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for d in cgroups:
+            deadline = time.monotonic() + 10
+            while _cgroup_procs(d) and time.monotonic() < deadline:
+                time.sleep(0.1)
             _remove_cgroup(d)  # stale sub-cgroups of a previous boot
             d.mkdir(parents=True, exist_ok=True)
 
@@ -789,13 +795,34 @@ class Lab:
         raise LabError(f"nspawn processes did not exit: {sorted(pids)}")
 
     # ----- public operations on hosts ----------------------------------------------------
+    def _target(self, host: str) -> remote.Target:
+        h = self._host(host)
+        return remote.Target(h.address, self.key_path, f"{self.name}/{host}")
+
     def ssh_argv(self, host: str, command: str | Sequence[str] | None = None) -> list[str]:
         """The ssh command line that runs ``command`` as root on ``host``."""
-        h = self._host(host)
-        argv = ["ssh", *SSH_OPTIONS, "-i", str(self.key_path), f"root@{h.address}"]
-        if command is not None:
-            argv += ["--", command if isinstance(command, str) else shlex.join(command)]
-        return argv
+        return self._target(host).ssh_argv(
+            None if command is None else remote.command_text(command)
+        )
+
+    def start_command(
+        self, host: str, command: str | Sequence[str], *, input: str | None = None
+    ) -> remote.RemoteCommand:
+        """Start a shell command as root on a host and return at once: a handle to stream
+        its stdout (``lines()``), ``wait(timeout)`` for it or ``stop()`` it. Commands on one or
+        several hosts run concurrently (over one persistent SSH connection per host)."""
+        return remote.start(self._target(host), command, input)
+
+    async def arun(
+        self,
+        host: str,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = 120,  # noqa: ASYNC109 - stops the remote command: rc 124
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``run`` for coroutines (any event loop): ``await lab.arun("a", "hostname")``."""
+        return await remote.arun(self._target(host), command, input, timeout)
 
     def run(
         self,
@@ -806,35 +833,23 @@ class Lab:
         timeout: float | None = 120,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell command as root on a host over SSH; output is captured as text."""
-        argv = self.ssh_argv(host, command)
-        try:
-            proc = subprocess.run(
-                argv,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            if check:
-                raise LabError(f"{host}: timed out after {timeout}s: {command}") from exc
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-            return subprocess.CompletedProcess(argv, 124, out, err + "\n[lab] timed out")
+        """Run a shell command as root on a host over SSH; output is captured as text.
+
+        Return code 124 if ``timeout`` stopped it, 255 if the host could not be reached or
+        the connection was lost; ``check`` raises LabError instead of returning non-zero."""
+        proc = self.start_command(host, command, input=input).wait(timeout)
+        if check and proc.returncode == remote.TIMED_OUT and "[lab] timed out" in proc.stderr:
+            raise LabError(f"{host}: timed out after {timeout}s: {command}")
         if check and proc.returncode != 0:
             raise LabError(f"{host}: rc={proc.returncode}: {command}\n{proc.stderr.strip()}")
         return proc
 
     def put(self, host: str, src: str | Path, dest: str) -> None:
-        """Copy a local file or directory to ``dest`` on a host (scp -r)."""
-        h = self._host(host)
-        target = f"root@{h.address}:{dest}"
-        run(
-            ["scp", "-q", "-r", *SSH_OPTIONS, "-i", str(self.key_path), str(src), target],
-            timeout=600,
-        )
+        """Copy a local file or directory to ``dest`` on a host (like ``scp -r``)."""
+        try:
+            remote.put(self._target(host), src, dest)
+        except Exception as exc:
+            raise LabError(f"{host}: copying {src} to {dest} failed: {exc}") from exc
 
     def link_down(self, host: str) -> None:
         """Cut the host's network cable (its veth goes down; the host keeps its addresses)."""
@@ -854,6 +869,7 @@ class Lab:
                 return
             assert h.pid is not None
             self.run(host, "systemctl poweroff", timeout=10)
+            remote.forget(lambda t: t == self._target(host))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.is_running(host):
                 time.sleep(0.2)
@@ -885,6 +901,7 @@ class Lab:
 
     def _teardown(self) -> None:
         started = time.monotonic()
+        remote.forget(lambda t: t.key_path == self.key_path)
         pids: dict[int, int | None] = {}
         for h in self.hosts.values():
             if h.pid is not None and self.is_running(h.name):

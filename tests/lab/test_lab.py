@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -264,6 +265,112 @@ def test_flat_poweroff_and_start(flat: Lab) -> None:
     assert flat.start("a") == []
     assert flat.run("a", "cat /root/disk").stdout.strip() == "persisted"
     assert flat.run("a", "systemctl is-system-running").stdout.strip() == "running"
+
+
+def _ssh_client_port(lab: Lab, host: str) -> str:
+    """The controller-side port of the SSH connection a command runs over."""
+    out = lab.run(host, "echo $SSH_CONNECTION", check=True, timeout=30).stdout.split()
+    return out[1]
+
+
+@lab_test
+def test_remote_commands_stream_concurrently_on_two_hosts(flat: Lab) -> None:
+    """Two long commands on two hosts at once: each one's output streams while both still
+    run (each waits for a file only a third command creates), then both end with rc 0."""
+    script = (
+        "rm -f /tmp/go; echo ready; n=0; "
+        "while [ ! -e /tmp/go ]; do sleep 0.1; n=$((n+1)); [ $n -lt 600 ] || exit 9; done; "
+        "echo done-$(hostname)"
+    )
+    cmds = {h: flat.start_command(h, script) for h in ("a", "b")}
+    for cmd in cmds.values():
+        assert next(cmd.lines(timeout=60)) == "ready\n"
+        assert cmd.running and cmd.exit_status is None
+    assert all(c.running for c in cmds.values())  # both are running at the same time
+    for h in cmds:
+        flat.run(h, "touch /tmp/go", check=True)
+    for h, cmd in cmds.items():
+        assert [line.strip() for line in cmd.lines(timeout=60)] == [f"done-{h}"]
+        proc = cmd.wait(60)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"ready\ndone-{h}\n", "")
+        assert cmd.exit_status == 0
+
+
+@lab_test
+def test_remote_exit_status_output_input_and_async(flat: Lab) -> None:
+    proc = flat.run("a", "echo out; echo err >&2; exit 7")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out\n", "err\n")
+    with pytest.raises(LabError, match="rc=7"):
+        flat.run("a", "exit 7", check=True)
+    assert flat.run("a", "tr a-z A-Z", input="hello\n").stdout == "HELLO\n"
+    assert flat.run("a", ["printf", "%s|", "two words", "$HOME"]).stdout == "two words|$HOME|"
+    assert flat.run("a", "cat").stdout == ""  # no input: stdin is at EOF, nothing hangs
+
+    async def both() -> list[subprocess.CompletedProcess[str]]:
+        return list(await asyncio.gather(flat.arun("a", "hostname"), flat.arun("b", "hostname")))
+
+    assert [p.stdout.strip() for p in asyncio.run(both())] == ["a", "b"]
+    src = Path(flat.dir) / "put-test"
+    (src / "sub").mkdir(parents=True, exist_ok=True)
+    (src / "sub" / "run.sh").write_text("#!/bin/sh\necho copied\n")
+    (src / "sub" / "run.sh").chmod(0o755)
+    flat.put("a", src, "/root/")
+    assert flat.run("a", "/root/put-test/sub/run.sh").stdout == "copied\n"
+
+
+@lab_test
+def test_remote_timeout_and_stop_end_the_remote_command(flat: Lab) -> None:
+    """A timed-out or stopped command is ended on the host too (its whole process group),
+    not merely abandoned by the controller."""
+    started = time.monotonic()
+    proc = flat.run("a", "sleep 301; echo never", timeout=2)
+    assert proc.returncode == 124 and "timed out" in proc.stderr and proc.stdout == ""
+    assert time.monotonic() - started < 60
+    with pytest.raises(LabError, match="timed out"):
+        flat.run("a", "sleep 302", timeout=1, check=True)
+    loop = flat.start_command("a", "while true; do sleep 303; done")
+    time.sleep(1)
+    loop.stop()
+    assert loop.wait(30).returncode != 0
+    assert not loop.running
+    left = flat.run("a", "pgrep -f 'sleep 30[123]' || echo none").stdout.strip()
+    assert left == "none"
+
+
+@lab_test
+def test_remote_connection_is_kept_and_comes_back(flat: Lab) -> None:
+    """One connection serves consecutive commands; after the host's cable is pulled (commands
+    fail meanwhile) and replugged, and after a poweroff and start, commands work again."""
+    port = _ssh_client_port(flat, "b")
+    assert _ssh_client_port(flat, "b") == port  # the same connection, not one per command
+    running = flat.start_command("b", "sleep 2; echo survived")
+    flat.link_down("b")
+    try:
+        assert flat.run("b", "true", timeout=3).returncode != 0
+        time.sleep(1)
+    finally:
+        flat.link_up("b")
+    assert running.wait(60).stdout == "survived\n"  # a short cable pull: TCP carries on
+    assert flat.run("b", "hostname", timeout=60).stdout.strip() == "b"
+    flat.poweroff("b")
+    assert flat.run("b", "true", timeout=10).returncode == 255
+    assert flat.start("b") == []
+    assert flat.run("b", "hostname", timeout=60).stdout.strip() == "b"
+    assert _ssh_client_port(flat, "b") == _ssh_client_port(flat, "b")
+    # A host restarted behind the controller's back (container killed, booted again by
+    # create): its old connection is dead; the next command runs on a new one.
+    # (The killed container must not live on orphaned, still serving the old connection.)
+    init_started = "awk '{print $22}' /proc/1/stat"  # the container's init: once per boot
+    boot = flat.run("b", init_started, check=True).stdout
+    pid = flat.hosts["b"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while flat.is_running("b") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    flat.create(["a", "b"])
+    assert flat.run("b", "systemctl is-system-running", timeout=60).stdout.strip() == "running"
+    assert flat.run("b", init_started, check=True).stdout != boot
 
 
 @lab_test
