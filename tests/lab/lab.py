@@ -51,6 +51,7 @@ PUBLIC_NET = "198.19.0"
 FIRST_HOST = 10
 ROUTER_OCTET = 254
 SSH_OPTIONS = remote.SSH_OPTIONS
+MAX_SESSIONS = 64  # sshd's MaxSessions on lab hosts: concurrent commands per host
 ROUTER_TABLE = "clusterlink_lab"
 # nspawn processes started by this Python process, so they can be reaped after they exit.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -667,6 +668,10 @@ class Lab:
                         str(key),
                     ]
                 )
+        # Concurrent commands are sessions on one SSH connection per host (tests.lab.remote).
+        (etc / "ssh/sshd_config.d/clusterlink-lab-sessions.conf").write_text(
+            f"MaxSessions {MAX_SESSIONS}\n"
+        )
         dot_ssh = root / "root/.ssh"
         dot_ssh.mkdir(mode=0o700, exist_ok=True)
         keys = dot_ssh / "authorized_keys"

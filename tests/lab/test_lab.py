@@ -310,6 +310,8 @@ def test_remote_exit_status_output_input_and_async(flat: Lab) -> None:
         return list(await asyncio.gather(flat.arun("a", "hostname"), flat.arun("b", "hostname")))
 
     assert [p.stdout.strip() for p in asyncio.run(both())] == ["a", "b"]
+    many = [flat.start_command("a", f"sleep 1; echo {i}") for i in range(16)]  # > sshd's 10
+    assert [c.wait(60).stdout for c in many] == [f"{i}\n" for i in range(16)]
     src = Path(flat.dir) / "put-test"
     (src / "sub").mkdir(parents=True, exist_ok=True)
     (src / "sub" / "run.sh").write_text("#!/bin/sh\necho copied\n")
