@@ -541,10 +541,16 @@ def test_cloud_outbound_only_site_accepts_nothing_but_dials_out(cloud: Lab) -> N
     assert site3.outbound_only and not cloud.sites["site1"].outbound_only
     listen(cloud, "c", port)  # something does listen on the peer port
     listen(cloud, "a", port)
+    probe = "timeout 3 bash -c 'exec 3<>/dev/tcp/{}/{}' && echo open"
+    probes = {  # from the other sites, all at once (each waits out its timeout)
+        (src, target): cloud.start_command(src, probe.format(target, port))
+        for src in ("a", "b")
+        for target in (site3.public_address, c.address)
+    }
     for target in (site3.public_address, c.address):
         assert not _tcp_connects(target, port), target
-        assert not _tcp_connects_from(cloud, "a", target, port), target
-        assert not _tcp_connects_from(cloud, "b", target, port), target
+    for (src, target), cmd in probes.items():
+        assert cmd.wait(30).stdout.strip() == "", (src, target)
     assert not _tcp_connects(site3.public_address, 22)
     # A public site's peer port is still reachable, from the controller and from site3.
     pub_a = cloud.sites["site1"].public_address
