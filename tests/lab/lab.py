@@ -335,6 +335,8 @@ class Lab:
             sites={s["name"]: Site(**s) for s in raw["sites"]},
             owner=tuple(raw["owner"]) if raw.get("owner") else None,  # type: ignore[arg-type]
         )
+        for name in raw.get("outbound_only", []):
+            self._state.sites[name].outbound_only = True
 
     def _save(self) -> None:
         assert self._state is not None
@@ -343,7 +345,12 @@ class Lab:
             "topology": self._state.topology,
             "public_port": self._state.public_port,
             "hosts": [asdict(h) for h in self._state.hosts.values()],
-            "sites": [asdict(s) for s in self._state.sites.values()],
+            # Site flags stay out of the site records, which older lab code loads strictly.
+            "sites": [
+                {k: v for k, v in asdict(s).items() if k != "outbound_only"}
+                for s in self._state.sites.values()
+            ],
+            "outbound_only": [s.name for s in self._state.sites.values() if s.outbound_only],
             "owner": list(self._state.owner) if self._state.owner else None,
         }
         tmp = self.dir / "state.json.tmp"
