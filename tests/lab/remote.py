@@ -157,7 +157,8 @@ class RemoteCommand:
             yield item
 
     def stop(self) -> None:
-        """End the command: SIGTERM to it, then its session is closed (no-op once ended)."""
+        """End the command on the host: SIGTERM to its process group, SIGKILL if it is still
+        there after ``STOP_GRACE`` seconds (no-op once ended; returns at once)."""
         if self._stopper is not None and not self._done.is_set():
             self._stopper()
 
