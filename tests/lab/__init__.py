@@ -14,12 +14,14 @@ Command line: ``python3 -m tests.lab --help``. Needs root.
 
 from .image import ensure_image, image_path
 from .lab import Host, Lab, Site, create_when_free, list_labs, state_root
+from .remote import RemoteCommand
 from .util import LabError
 
 __all__ = [
     "Host",
     "Lab",
     "LabError",
+    "RemoteCommand",
     "Site",
     "create_when_free",
     "ensure_image",

@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sites", type=_sites, default=None, help="cloud: host=site,... ")
     s.add_argument("--public-port", type=int, default=443, help="cloud: the peer port")
     s.add_argument(
+        "--outbound-only",
+        type=_csv,
+        default=None,
+        metavar="SITE,...",
+        help="cloud: sites that accept no inbound connection (router SNAT only, no DNAT)",
+    )
+    s.add_argument(
         "--images",
         type=_images,
         default=None,
@@ -106,6 +113,7 @@ def _print_status(lab: Lab, as_json: bool) -> None:
     print(f"lab {lab.name} ({st['topology']}), key {st['key']}, inventory {st['inventory']}")
     for name, h in st["hosts"].items():
         extra = f" site {h['site']} public {h['public_address']}" if h["site"] else ""
+        extra += " outbound-only" if h.get("outbound_only") else ""
         state = f"running pid {h['pid']}" if h["running"] else "stopped"
         print(f"  {name:16} {h['address']:15} {state}{extra}")
 
@@ -124,7 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path)
         elif args.command == "create":
             lab = Lab(args.name).create(
-                args.hosts, args.topology, args.sites, args.public_port, args.timeout, args.images
+                args.hosts,
+                args.topology,
+                args.sites,
+                args.public_port,
+                args.timeout,
+                args.images,
+                args.outbound_only,
             )
             _print_status(lab, True)
         elif args.command == "destroy":

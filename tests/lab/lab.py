@@ -18,18 +18,17 @@ import json
 import os
 import re
 import secrets
-import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import image, net
+from . import image, net, remote
 from .util import LabError, log, mountpoints, remove_tree, run
 
 TOPOLOGIES = ("flat", "cloud")
@@ -51,9 +50,8 @@ FLAT_NET = _flat_net()
 PUBLIC_NET = "198.19.0"
 FIRST_HOST = 10
 ROUTER_OCTET = 254
-_SSH_O = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR")
-_SSH_O += ("BatchMode=yes", "ConnectTimeout=5")
-SSH_OPTIONS = ("-F", "/dev/null", *(arg for opt in _SSH_O for arg in ("-o", opt)))
+SSH_OPTIONS = remote.SSH_OPTIONS
+MAX_SESSIONS = 64  # sshd's MaxSessions on lab hosts: concurrent commands per host
 ROUTER_TABLE = "clusterlink_lab"
 # nspawn processes started by this Python process, so they can be reaped after they exit.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -90,6 +88,8 @@ class Site:
     router_address: str
     public_address: str
     first_host: str
+    # Outbound-only: the router SNATs what leaves the site and forwards nothing in (no DNAT).
+    outbound_only: bool = False
 
 
 @dataclass
@@ -335,6 +335,8 @@ class Lab:
             sites={s["name"]: Site(**s) for s in raw["sites"]},
             owner=tuple(raw["owner"]) if raw.get("owner") else None,  # type: ignore[arg-type]
         )
+        for name in raw.get("outbound_only", []):
+            self._state.sites[name].outbound_only = True
 
     def _save(self) -> None:
         assert self._state is not None
@@ -343,7 +345,12 @@ class Lab:
             "topology": self._state.topology,
             "public_port": self._state.public_port,
             "hosts": [asdict(h) for h in self._state.hosts.values()],
-            "sites": [asdict(s) for s in self._state.sites.values()],
+            # Site flags stay out of the site records, which older lab code loads strictly.
+            "sites": [
+                {k: v for k, v in asdict(s).items() if k != "outbound_only"}
+                for s in self._state.sites.values()
+            ],
+            "outbound_only": [s.name for s in self._state.sites.values() if s.outbound_only],
             "owner": list(self._state.owner) if self._state.owner else None,
         }
         tmp = self.dir / "state.json.tmp"
@@ -364,6 +371,7 @@ class Lab:
         sites: Mapping[str, str] | None,
         port: int,
         images: Mapping[str, str] | None = None,
+        outbound_only: Collection[str] | None = None,
     ) -> _State:
         if topology not in TOPOLOGIES:
             raise LabError(f"unknown topology {topology!r} (want one of {TOPOLOGIES})")
@@ -383,6 +391,17 @@ class Lab:
         state = self._plan_network(names, topology, sites, port)
         for h in state.hosts.values():
             h.image = (images or {}).get(h.name, image.SUITE)
+        outbound = set(outbound_only or ())
+        if outbound and topology != "cloud":
+            raise LabError("outbound_only only applies to the cloud topology")
+        unknown_sites = outbound - set(state.sites)
+        if unknown_sites:
+            raise LabError(
+                f"outbound_only names unknown sites: {sorted(unknown_sites)} "
+                f"(sites: {sorted(state.sites)})"
+            )
+        for s in state.sites.values():
+            s.outbound_only = s.name in outbound
         return state
 
     def _plan_network(
@@ -449,14 +468,18 @@ class Lab:
         public_port: int = 443,
         timeout: float = 120,
         images: Mapping[str, str] | None = None,
+        outbound_only: Collection[str] | None = None,
     ) -> Lab:
         """Create the lab, or repair an existing one with the same shape; hosts end up running.
 
         ``images`` maps host names to the Debian release they boot (``bookworm`` by default,
         also ``trixie`` and ``bullseye``: ``tests.lab.image.SUITES``); each release's image is
-        built once and cached."""
+        built once and cached. ``outbound_only`` (cloud only) names sites that accept no
+        inbound connection at all: their router SNATs outgoing traffic and DNATs nothing; the
+        controller keeps SSH to their hosts. Creating again with other ``outbound_only``
+        sites reconfigures the firewalls in place."""
         started = time.monotonic()
-        plan = self._plan(hosts, topology, sites, public_port, images)
+        plan = self._plan(hosts, topology, sites, public_port, images, outbound_only)
         for other in list_labs():
             if other != self.name and _tag(other) == self.tag:
                 raise LabError(f"lab name {self.name!r} collides with lab {other!r}; rename")
@@ -548,13 +571,15 @@ class Lab:
         net.nft_replace_table("ip", ROUTER_TABLE, self._router_rules(), netns=r)
 
     def _router_rules(self) -> str:
-        """NAT and filter of the cloud router: only the peer port of each site is reachable."""
+        """NAT and filter of the cloud router: only the peer port of each site is reachable
+        (of no outbound-only site: nothing is DNATed to it, so the forward chain drops all)."""
         assert self._state is not None
         port = self._state.public_port
         dnat, snat = [], []
         for s in self._state.sites.values():
             first = self._state.hosts[s.first_host].address
-            dnat.append(f"ip daddr {s.public_address} tcp dport {port} dnat to {first}")
+            if not s.outbound_only:
+                dnat.append(f"ip daddr {s.public_address} tcp dport {port} dnat to {first}")
             snat.append(f"ip saddr {s.subnet} snat to {s.public_address}")
         nl = "\n    "
         return f"""table ip {ROUTER_TABLE} {{
@@ -590,7 +615,15 @@ class Lab:
         for d in devs:
             rules.append(f'iifname "{d}" oifname != "{d}" drop')
             rules.append(f'oifname "{d}" iifname != "{d}" drop')
+        # The controller's management path into an outbound-only site is SSH (and ping) only.
+        mgmt = []
+        for s in self._state.sites.values():
+            if s.outbound_only:
+                o = f'oifname "{s.bridge}" meta nfproto ipv4 ct state new'
+                mgmt += [f"{o} tcp dport 22 accept", f"{o} icmp type echo-request accept"]
+                mgmt.append(f"{o} drop")
         body = "\n    ".join(rules)
+        out = "\n    ".join(mgmt)
         net.nft_replace_table(
             "inet",
             self.nft_table,
@@ -598,6 +631,10 @@ class Lab:
   chain forward {{
     type filter hook forward priority filter - 10; policy accept;
     {body}
+  }}
+  chain output {{
+    type filter hook output priority filter - 10; policy accept;
+    {out}
   }}
 }}""",
         )
@@ -638,6 +675,10 @@ class Lab:
                         str(key),
                     ]
                 )
+        # Concurrent commands are sessions on one SSH connection per host (tests.lab.remote).
+        (etc / "ssh/sshd_config.d/clusterlink-lab-sessions.conf").write_text(
+            f"MaxSessions {MAX_SESSIONS}\n"
+        )
         dot_ssh = root / "root/.ssh"
         dot_ssh.mkdir(mode=0o700, exist_ok=True)
         keys = dot_ssh / "authorized_keys"
@@ -669,7 +710,16 @@ class Lab:
             h.machine,
         ]
         cgroups = _cgroup_dirs(h.machine)
+        # A container whose nspawn was killed keeps running orphaned (its systemd, sshd and
+        # the sessions on it): end what is left of it, so the new boot is the only one.
         for d in cgroups:
+            for pid in _cgroup_procs(d):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for d in cgroups:
+            deadline = time.monotonic() + 10
+            while _cgroup_procs(d) and time.monotonic() < deadline:
+                time.sleep(0.1)
             _remove_cgroup(d)  # stale sub-cgroups of a previous boot
             d.mkdir(parents=True, exist_ok=True)
 
@@ -757,13 +807,34 @@ class Lab:
         raise LabError(f"nspawn processes did not exit: {sorted(pids)}")
 
     # ----- public operations on hosts ----------------------------------------------------
+    def _target(self, host: str) -> remote.Target:
+        h = self._host(host)
+        return remote.Target(h.address, self.key_path, f"{self.name}/{host}")
+
     def ssh_argv(self, host: str, command: str | Sequence[str] | None = None) -> list[str]:
         """The ssh command line that runs ``command`` as root on ``host``."""
-        h = self._host(host)
-        argv = ["ssh", *SSH_OPTIONS, "-i", str(self.key_path), f"root@{h.address}"]
-        if command is not None:
-            argv += ["--", command if isinstance(command, str) else shlex.join(command)]
-        return argv
+        return self._target(host).ssh_argv(
+            None if command is None else remote.command_text(command)
+        )
+
+    def start_command(
+        self, host: str, command: str | Sequence[str], *, input: str | None = None
+    ) -> remote.RemoteCommand:
+        """Start a shell command as root on a host and return at once: a handle to stream
+        its stdout (``lines()``), ``wait(timeout)`` for it or ``stop()`` it. Commands on one or
+        several hosts run concurrently (over one persistent SSH connection per host)."""
+        return remote.start(self._target(host), command, input)
+
+    async def arun(
+        self,
+        host: str,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = 120,  # noqa: ASYNC109 - stops the remote command: rc 124
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``run`` for coroutines (any event loop): ``await lab.arun("a", "hostname")``."""
+        return await remote.arun(self._target(host), command, input, timeout)
 
     def run(
         self,
@@ -774,35 +845,23 @@ class Lab:
         timeout: float | None = 120,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell command as root on a host over SSH; output is captured as text."""
-        argv = self.ssh_argv(host, command)
-        try:
-            proc = subprocess.run(
-                argv,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            if check:
-                raise LabError(f"{host}: timed out after {timeout}s: {command}") from exc
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-            return subprocess.CompletedProcess(argv, 124, out, err + "\n[lab] timed out")
+        """Run a shell command as root on a host over SSH; output is captured as text.
+
+        Return code 124 if ``timeout`` stopped it, 255 if the host could not be reached or
+        the connection was lost; ``check`` raises LabError instead of returning non-zero."""
+        proc = self.start_command(host, command, input=input).wait(timeout)
+        if check and proc.returncode == remote.TIMED_OUT and "[lab] timed out" in proc.stderr:
+            raise LabError(f"{host}: timed out after {timeout}s: {command}")
         if check and proc.returncode != 0:
             raise LabError(f"{host}: rc={proc.returncode}: {command}\n{proc.stderr.strip()}")
         return proc
 
     def put(self, host: str, src: str | Path, dest: str) -> None:
-        """Copy a local file or directory to ``dest`` on a host (scp -r)."""
-        h = self._host(host)
-        target = f"root@{h.address}:{dest}"
-        run(
-            ["scp", "-q", "-r", *SSH_OPTIONS, "-i", str(self.key_path), str(src), target],
-            timeout=600,
-        )
+        """Copy a local file or directory to ``dest`` on a host (like ``scp -r``)."""
+        try:
+            remote.put(self._target(host), src, dest)
+        except Exception as exc:
+            raise LabError(f"{host}: copying {src} to {dest} failed: {exc}") from exc
 
     def link_down(self, host: str) -> None:
         """Cut the host's network cable (its veth goes down; the host keeps its addresses)."""
@@ -822,6 +881,7 @@ class Lab:
                 return
             assert h.pid is not None
             self.run(host, "systemctl poweroff", timeout=10)
+            remote.forget(lambda t: t == self._target(host))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.is_running(host):
                 time.sleep(0.2)
@@ -853,6 +913,7 @@ class Lab:
 
     def _teardown(self) -> None:
         started = time.monotonic()
+        remote.forget(lambda t: t.key_path == self.key_path)
         pids: dict[int, int | None] = {}
         for h in self.hosts.values():
             if h.pid is not None and self.is_running(h.name):
@@ -915,6 +976,7 @@ class Lab:
                     "image": h.image,
                     "site": h.site,
                     "public_address": self.sites[h.site].public_address if h.site else None,
+                    "outbound_only": bool(h.site and self.sites[h.site].outbound_only),
                     "gateway": h.gateway,
                     "netns": h.netns,
                     "veth": h.veth,
@@ -949,7 +1011,10 @@ class Lab:
             }
             if h.site:
                 hv["clusterlink_peer_name"] = h.site
-                hv["clusterlink_advertise_address"] = self.sites[h.site].public_address
+                if self.sites[h.site].outbound_only:
+                    hv["clusterlink_inbound"] = False  # nothing reaches it: others never dial
+                else:
+                    hv["clusterlink_advertise_address"] = self.sites[h.site].public_address
                 if self._state.public_port != 443:
                     hv["clusterlink_port"] = self._state.public_port
             lines.append(f"        {h.name}:")

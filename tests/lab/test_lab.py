@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +115,19 @@ def test_plan_cloud_sites() -> None:
         lab._plan(["a"], "cloud", {"zz": "east"}, 443)
     with pytest.raises(LabError):
         lab._plan(["Bad_Name"], "flat", None, 443)
+
+
+def test_plan_outbound_only_sites() -> None:
+    lab = Lab(f"{P}-plan")
+    plan = lab._plan(["a", "b"], "cloud", {"a": "east", "b": "west"}, 443, None, {"west"})
+    assert {s.name: s.outbound_only for s in plan.sites.values()} == {
+        "east": False,
+        "west": True,
+    }
+    with pytest.raises(LabError, match="unknown sites: \\['north'\\]"):
+        lab._plan(["a"], "cloud", {"a": "east"}, 443, None, {"north"})
+    with pytest.raises(LabError, match="only applies to the cloud topology"):
+        lab._plan(["a"], "flat", None, 443, None, {"site1"})
 
 
 def test_plan_images_per_host() -> None:
@@ -252,6 +267,114 @@ def test_flat_poweroff_and_start(flat: Lab) -> None:
     assert flat.run("a", "systemctl is-system-running").stdout.strip() == "running"
 
 
+def _ssh_client_port(lab: Lab, host: str) -> str:
+    """The controller-side port of the SSH connection a command runs over."""
+    out = lab.run(host, "echo $SSH_CONNECTION", check=True, timeout=30).stdout.split()
+    return out[1]
+
+
+@lab_test
+def test_remote_commands_stream_concurrently_on_two_hosts(flat: Lab) -> None:
+    """Two long commands on two hosts at once: each one's output streams while both still
+    run (each waits for a file only a third command creates), then both end with rc 0."""
+    script = (
+        "rm -f /tmp/go; echo ready; n=0; "
+        "while [ ! -e /tmp/go ]; do sleep 0.1; n=$((n+1)); [ $n -lt 600 ] || exit 9; done; "
+        "echo done-$(hostname)"
+    )
+    cmds = {h: flat.start_command(h, script) for h in ("a", "b")}
+    for cmd in cmds.values():
+        assert next(cmd.lines(timeout=60)) == "ready\n"
+        assert cmd.running and cmd.exit_status is None
+    assert all(c.running for c in cmds.values())  # both are running at the same time
+    for h in cmds:
+        flat.run(h, "touch /tmp/go", check=True)
+    for h, cmd in cmds.items():
+        assert [line.strip() for line in cmd.lines(timeout=60)] == [f"done-{h}"]
+        proc = cmd.wait(60)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"ready\ndone-{h}\n", "")
+        assert cmd.exit_status == 0
+
+
+@lab_test
+def test_remote_exit_status_output_input_and_async(flat: Lab) -> None:
+    proc = flat.run("a", "echo out; echo err >&2; exit 7")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out\n", "err\n")
+    with pytest.raises(LabError, match="rc=7"):
+        flat.run("a", "exit 7", check=True)
+    assert flat.run("a", "tr a-z A-Z", input="hello\n").stdout == "HELLO\n"
+    assert flat.run("a", ["printf", "%s|", "two words", "$HOME"]).stdout == "two words|$HOME|"
+    assert flat.run("a", "cat").stdout == ""  # no input: stdin is at EOF, nothing hangs
+
+    async def both() -> list[subprocess.CompletedProcess[str]]:
+        return list(await asyncio.gather(flat.arun("a", "hostname"), flat.arun("b", "hostname")))
+
+    assert [p.stdout.strip() for p in asyncio.run(both())] == ["a", "b"]
+    many = [flat.start_command("a", f"sleep 1; echo {i}") for i in range(16)]  # > sshd's 10
+    assert [c.wait(60).stdout for c in many] == [f"{i}\n" for i in range(16)]
+    src = Path(flat.dir) / "put-test"
+    (src / "sub").mkdir(parents=True, exist_ok=True)
+    (src / "sub" / "run.sh").write_text("#!/bin/sh\necho copied\n")
+    (src / "sub" / "run.sh").chmod(0o755)
+    flat.put("a", src, "/root/")
+    assert flat.run("a", "/root/put-test/sub/run.sh").stdout == "copied\n"
+
+
+@lab_test
+def test_remote_timeout_and_stop_end_the_remote_command(flat: Lab) -> None:
+    """A timed-out or stopped command is ended on the host too (its whole process group),
+    not merely abandoned by the controller."""
+    started = time.monotonic()
+    proc = flat.run("a", "sleep 301; echo never", timeout=2)
+    assert proc.returncode == 124 and "timed out" in proc.stderr and proc.stdout == ""
+    assert time.monotonic() - started < 60
+    with pytest.raises(LabError, match="timed out"):
+        flat.run("a", "sleep 302", timeout=1, check=True)
+    loop = flat.start_command("a", "while true; do sleep 303; done")
+    time.sleep(1)
+    loop.stop()
+    assert loop.wait(30).returncode != 0
+    assert not loop.running
+    left = flat.run("a", "pgrep -f 'sleep 30[123]' || echo none").stdout.strip()
+    assert left == "none"
+
+
+@lab_test
+def test_remote_connection_is_kept_and_comes_back(flat: Lab) -> None:
+    """One connection serves consecutive commands; after the host's cable is pulled (commands
+    fail meanwhile) and replugged, and after a poweroff and start, commands work again."""
+    port = _ssh_client_port(flat, "b")
+    assert _ssh_client_port(flat, "b") == port  # the same connection, not one per command
+    running = flat.start_command("b", "sleep 2; echo survived")
+    flat.link_down("b")
+    try:
+        assert flat.run("b", "true", timeout=3).returncode != 0
+        time.sleep(1)
+    finally:
+        flat.link_up("b")
+    assert running.wait(60).stdout == "survived\n"  # a short cable pull: TCP carries on
+    assert flat.run("b", "hostname", timeout=60).stdout.strip() == "b"
+    flat.poweroff("b")
+    assert flat.run("b", "true", timeout=10).returncode == 255
+    assert flat.start("b") == []
+    assert flat.run("b", "hostname", timeout=60).stdout.strip() == "b"
+    assert _ssh_client_port(flat, "b") == _ssh_client_port(flat, "b")
+    # A host restarted behind the controller's back (container killed, booted again by
+    # create): its old connection is dead; the next command runs on a new one.
+    # (The killed container must not live on orphaned, still serving the old connection.)
+    init_started = "awk '{print $22}' /proc/1/stat"  # the container's init: once per boot
+    boot = flat.run("b", init_started, check=True).stdout
+    pid = flat.hosts["b"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while flat.is_running("b") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    flat.create(["a", "b"])
+    assert flat.run("b", "systemctl is-system-running", timeout=60).stdout.strip() == "running"
+    assert flat.run("b", init_started, check=True).stdout != boot
+
+
 @lab_test
 def test_flat_destroy_leaves_nothing(flat: Lab) -> None:
     assert flat.hosts
@@ -329,7 +452,12 @@ def cloud() -> Iterator[Lab]:
     lab = Lab(f"{P}-cloud")
     lab.destroy()
     try:
-        yield lab.create(["a", "b"], topology="cloud", sites={"a": "site1", "b": "site2"})
+        yield lab.create(
+            ["a", "b", "c"],
+            topology="cloud",
+            sites={"a": "site1", "b": "site2", "c": "site3"},
+            outbound_only={"site3"},
+        )
     finally:
         lab.destroy()
 
@@ -384,6 +512,87 @@ def _curl_local(url: str) -> str:
             return str(resp.status)
     except (urllib.error.URLError, OSError):
         return "000"
+
+
+def _tcp_connects(address: str, port: int, timeout: float = 2) -> bool:
+    """True if a TCP connection from the controller (root namespace) to address:port opens."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _tcp_connects_from(lab: Lab, host: str, address: str, port: int) -> bool:
+    """True if a TCP connection from ``host`` to address:port opens (bash's /dev/tcp)."""
+    cmd = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}' && echo open"
+    return lab.run(host, cmd, timeout=20).stdout.strip() == "open"
+
+
+@lab_test
+def test_cloud_outbound_only_site_accepts_nothing_but_dials_out(cloud: Lab) -> None:
+    """site3 is outbound-only: no inbound TCP from "the internet" (the root namespace) or
+    another site reaches its host, not even the peer port; it dials out, seen as its public
+    (SNAT) address; the controller still manages it over SSH."""
+    port = cloud.public_port
+    assert port is not None
+    site3 = cloud.sites["site3"]
+    c = cloud.hosts["c"]
+    assert site3.outbound_only and not cloud.sites["site1"].outbound_only
+    listen(cloud, "c", port)  # something does listen on the peer port
+    listen(cloud, "a", port)
+    probe = "timeout 3 bash -c 'exec 3<>/dev/tcp/{}/{}' && echo open"
+    probes = {  # from the other sites, all at once (each waits out its timeout)
+        (src, target): cloud.start_command(src, probe.format(target, port))
+        for src in ("a", "b")
+        for target in (site3.public_address, c.address)
+    }
+    for target in (site3.public_address, c.address):
+        assert not _tcp_connects(target, port), target
+    for (src, target), cmd in probes.items():
+        assert cmd.wait(30).stdout.strip() == "", (src, target)
+    assert not _tcp_connects(site3.public_address, 22)
+    # A public site's peer port is still reachable, from the controller and from site3.
+    pub_a = cloud.sites["site1"].public_address
+    assert _tcp_connects(pub_a, port)
+    assert _tcp_connects_from(cloud, "c", pub_a, port)
+    assert http_code(cloud, "c", f"http://{pub_a}:{port}/") == "200"
+    log = cloud.run("a", f"journalctl -q -u lab-http-{port} --no-pager").stdout
+    assert site3.public_address in log
+    assert c.address not in log
+    # The controller's management path stays (SSH), the lab describes the site.
+    assert cloud.run("c", "systemctl is-system-running").stdout.strip() == "running"
+    desc = cloud.status()
+    assert desc["hosts"]["c"]["outbound_only"] is True
+    assert desc["hosts"]["a"]["outbound_only"] is False
+    assert desc["sites"]["site3"]["outbound_only"] is True
+    state = json.loads((cloud.dir / "state.json").read_text())
+    assert state["outbound_only"] == ["site3"]
+    assert all("outbound_only" not in s for s in state["sites"])  # older lab code loads these
+    inv = cloud.inventory_path.read_text()
+    c_vars = inv.split("        c:\n", 1)[1]
+    assert "clusterlink_inbound: false" in c_vars
+    assert "clusterlink_advertise_address" not in c_vars
+    assert 'clusterlink_peer_name: "site3"' in c_vars
+    assert "clusterlink_inbound" not in inv.split("        c:\n", 1)[0]
+    nft = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            cloud.router_netns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "clusterlink_lab",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"ip daddr {site3.public_address}" not in nft  # nothing DNATed to site3
+    assert f"snat to {site3.public_address}" in nft
 
 
 @lab_test
