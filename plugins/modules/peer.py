@@ -15,7 +15,7 @@ description:
     target host. A peer is a remote site, with its name (the name in its gateways' certificates)
     and the endpoints of its gateways.
   - A peer with O(dial=false) is an outbound-only site (behind NAT or a firewall that allows
-    only outgoing connections): this gateway never dials it, and uses the links it opens to
+    only outgoing connections). This gateway never dials it, and uses the links it opens to
     this gateway instead. It needs no endpoints.
   - The object is compared on name, labels and spec only; its status (reachability, last
     heartbeat) never causes a change.
@@ -36,7 +36,7 @@ options:
   dial:
     description:
       - Whether this gateway dials the peer at its O(gateways).
-      - V(false) for an outbound-only site (one that accepts no inbound connection): this
+      - V(false) for an outbound-only site (one that accepts no inbound connection). This
         gateway never dials it and reaches it over the links the peer opens to it (reverse
         links). O(gateways) may then be left out.
     type: bool

@@ -185,7 +185,7 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
                 "gateways": [  # both gateways of site b, in inventory order
                     {"host": "127.0.0.1", "port": b.config["listen"]["port"]},
                     {"host": "127.0.0.1", "port": DEAD_PORT},
-                ]
+                ],
             },
         }
     ]
