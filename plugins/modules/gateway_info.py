@@ -188,7 +188,7 @@ objects:
       - kind: Peer
         name: west
         labels: {}
-        spec: {gateways: [{host: 198.18.0.21, port: 443}]}
+        spec: {dial: true, gateways: [{host: 198.18.0.21, port: 443}]}
         status: {reachable: true}
 """
 

@@ -14,6 +14,9 @@ description:
   - Creates, updates or deletes a B(peer) in the admin API of the ClusterLink gateway on the
     target host. A peer is a remote site, with its name (the name in its gateways' certificates)
     and the endpoints of its gateways.
+  - A peer with O(dial=false) is an outbound-only site (behind NAT or a firewall that allows
+    only outgoing connections). This gateway never dials it, and uses the links it opens to
+    this gateway instead. It needs no endpoints.
   - The object is compared on name, labels and spec only; its status (reachability, last
     heartbeat) never causes a change.
 author:
@@ -30,10 +33,19 @@ options:
       - A DNS label (lowercase letters, digits and V(-), at most 63 characters).
     type: str
     required: true
+  dial:
+    description:
+      - Whether this gateway dials the peer at its O(gateways).
+      - V(false) for an outbound-only site (one that accepts no inbound connection). This
+        gateway never dials it and reaches it over the links the peer opens to it (reverse
+        links). O(gateways) may then be left out.
+    type: bool
+    default: true
   gateways:
     description:
-      - The endpoints of the remote site's gateways (at least one).
-      - Required when O(state=present). The order is kept.
+      - The endpoints of the remote site's gateways (at least one when O(dial=true)).
+      - Required when O(state=present) and O(dial=true). With O(dial=false) they are optional
+        (the gateway does not dial them); omitted, the peer has none. The order is kept.
     type: list
     elements: dict
     suboptions:
@@ -84,6 +96,11 @@ EXAMPLES = r"""
       - host: 203.0.113.7
     client_attributes: ignore
 
+- name: Peer with an outbound-only site (behind NAT), reached over the links it opens to us
+  clusterlink.fabric.peer:
+    name: edge
+    dial: false
+
 - name: Set the admin socket once for every ClusterLink module of a play
   module_defaults:
     group/clusterlink.fabric.gateway:
@@ -122,8 +139,8 @@ peer:
       returned: always
     spec:
       description:
-        - The endpoints, C(gateways), each with C(host) and C(port), and C(client_attributes)
-          if it is set.
+        - C(dial) (whether this gateway dials the peer), the endpoints, C(gateways), each
+          with C(host) and C(port), and C(client_attributes) if it is set.
       type: dict
       returned: always
     status:
@@ -137,6 +154,7 @@ peer:
     name: west
     labels: {env: prod}
     spec:
+      dial: true
       gateways: [{host: 198.18.0.21, port: 443}]
     status: {reachable: true, last_seen: "2026-01-01T10:00:00Z", labels: {}, rtt_ms: 0.8,
              error: null, links: 2}
@@ -152,6 +170,7 @@ class Peer(GatewayResource):
     singular = "peer"
     result_key = "peer"
     spec_options = dict(
+        dial=dict(type="bool", default=True),
         gateways=dict(
             type="list",
             elements="dict",
@@ -162,16 +181,30 @@ class Peer(GatewayResource):
         ),
         client_attributes=dict(type="str", choices=["honor", "ignore"]),
     )
-    required_for_present = ["gateways"]
+    # gateways: required when state=present and dial=true, checked in run() (required_if
+    # takes one condition only).
+
+    def run(self):
+        params = self.params
+        if params["state"] == "present" and params["dial"] and not params["gateways"]:
+            self.module.fail_json(
+                msg="gateways: at least one endpoint is required when dial is true (the "
+                f"default); set dial: false for an outbound-only site {params['name']!r}",
+                changed=False,
+                operation="none",
+                field="gateways",
+            )
+        return super().run()
 
     def spec_from_params(self):
-        spec = {"gateways": self.params["gateways"] or []}
+        spec = {"dial": self.params["dial"], "gateways": self.params["gateways"] or []}
         if self.params["client_attributes"] is not None:  # unset: the gateway's default
             spec["client_attributes"] = self.params["client_attributes"]
         return spec
 
     def normalize_spec(self, spec):
         out = {
+            "dial": spec.get("dial", True) is not False,  # absent: the default, true
             "gateways": [
                 {"host": gw.get("host"), "port": 443 if gw.get("port") is None else gw["port"]}
                 for gw in spec.get("gateways") or []

@@ -51,7 +51,10 @@ SCENARIOS = [
         "peer",
         "west",
         create={"gateways": [{"host": "127.0.0.1", "port": 4443}]},
-        created={"labels": {}, "spec": {"gateways": [{"host": "127.0.0.1", "port": 4443}]}},
+        created={
+            "labels": {},
+            "spec": {"dial": True, "gateways": [{"host": "127.0.0.1", "port": 4443}]},
+        },
         update={
             "labels": {"env": "prod", "tier": 1},
             "gateways": [{"host": "127.0.0.1", "port": 4443}, {"host": "gw2.west.example"}],
@@ -60,6 +63,7 @@ SCENARIOS = [
         updated={
             "labels": {"env": "prod", "tier": "1"},
             "spec": {
+                "dial": True,
                 "gateways": [
                     {"host": "127.0.0.1", "port": 4443},
                     {"host": "gw2.west.example", "port": 443},
@@ -72,6 +76,21 @@ SCENARIOS = [
             [{"host": "127.0.0.1", "port": 4443}],
             [{"host": "127.0.0.1", "port": 4443}, {"host": "gw2.west.example", "port": 443}],
         ),
+    ),
+    Scenario(  # an outbound-only site: dial false and no endpoints, then turned into a dialed one
+        "peer",
+        "peer",
+        "peers",
+        "peer",
+        "edge",
+        create={"dial": False},
+        created={"labels": {}, "spec": {"dial": False, "gateways": []}},
+        update={"dial": True, "gateways": [{"host": "edge.example", "port": 8443}]},
+        updated={
+            "labels": {},
+            "spec": {"dial": True, "gateways": [{"host": "edge.example", "port": 8443}]},
+        },
+        update_field=("dial", False, True),
     ),
     Scenario(
         "exported_service",
@@ -254,7 +273,12 @@ def lifecycle_play(s: Scenario, gw: GatewayProcess) -> dict[str, Any]:
     absent = {"name": s.name, "state": "absent"}
 
     def task(step: str, args: dict[str, Any], check: bool, diff: bool = True) -> dict[str, Any]:
-        return {"name": f"{s.module}: {step}", module: args, "check_mode": check, "diff": diff}
+        return {
+            "name": f"{s.module} {s.name}: {step}",
+            module: args,
+            "check_mode": check,
+            "diff": diff,
+        }
 
     return {
         "name": s.module,
@@ -263,7 +287,7 @@ def lifecycle_play(s: Scenario, gw: GatewayProcess) -> dict[str, Any]:
         "module_defaults": defaults(gw),
         "tasks": [
             task("create (check)", create, True),
-            gwctl_get(gw, s.singular, s.name, f"{s.module}: gwctl after create (check)"),
+            gwctl_get(gw, s.singular, s.name, f"{s.module} {s.name}: gwctl after create (check)"),
             task("create", create, False),
             task("create again (check)", create, True),
             task("create again", create, False, diff=False),
@@ -290,10 +314,10 @@ def lifecycle(gateway: GatewayProcess, collections_root: Path, tmp_path_factory)
     return run
 
 
-@pytest.mark.parametrize("s", SCENARIOS, ids=[s.module for s in SCENARIOS])
+@pytest.mark.parametrize("s", SCENARIOS, ids=[f"{s.module}-{s.name}" for s in SCENARIOS])
 def test_lifecycle(s: Scenario, lifecycle: Run, gateway: GatewayProcess) -> None:
     def r(step: str) -> dict[str, Any]:
-        return lifecycle.result(f"{s.module}: {step}")
+        return lifecycle.result(f"{s.module} {s.name}: {step}")
 
     full = {"name": s.name, **s.created}
     full_updated = {"name": s.name, **s.updated}
@@ -371,6 +395,9 @@ BAD_INPUT = [
         {"name": "bad-ca", "gateways": [{"host": "h"}], "client_attributes": "trust"},
         "client_attributes",  # not one of honor, ignore: refused by the module
     ),
+    ("peer", {"name": "no-gw"}, "gateways"),  # dial true (the default) needs endpoints
+    ("peer", {"name": "dial-no-gw", "dial": True, "gateways": []}, "gateways"),
+    ("peer", {"name": "bad-dial", "dial": "sometimes", "gateways": [{"host": "h"}]}, "dial"),
     (
         "imported_service",
         {"name": "bad-lb", "sources": [{"peer": "west"}], "lb_scheme": "least-conn"},

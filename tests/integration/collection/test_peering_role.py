@@ -181,10 +181,11 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
             "name": "site-b",
             "labels": {"env": "prod", "region": "us"},
             "spec": {
+                "dial": True,
                 "gateways": [  # both gateways of site b, in inventory order
                     {"host": "127.0.0.1", "port": b.config["listen"]["port"]},
                     {"host": "127.0.0.1", "port": DEAD_PORT},
-                ]
+                ],
             },
         }
     ]
@@ -193,7 +194,10 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
             "kind": "Peer",
             "name": "site-a",
             "labels": {"env": "prod", "region": "eu"},
-            "spec": {"gateways": [{"host": "127.0.0.1", "port": a.config["listen"]["port"]}]},
+            "spec": {
+                "dial": True,
+                "gateways": [{"host": "127.0.0.1", "port": a.config["listen"]["port"]}],
+            },
         }
     ]
     assert stored(b.client, "exports") == [

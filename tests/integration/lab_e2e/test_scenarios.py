@@ -157,6 +157,33 @@ def test_peer_status(fab):
         assert re.search(rf'"a\s+a\s+yes\s+{peer}\s+yes\s', out), out[-3000:]
 
 
+# ----- site.yml ends waiting until every peer pair is reachable (issue [3], Ansible) ---------
+def test_site_fails_naming_a_pair_that_is_not_reachable(fab):
+    """a also peers with "ghost", whose endpoint has nothing listening (b's address, port
+    444): site.yml --limit a applies it, waits clusterlink_wait_reachable seconds and fails
+    naming that pair and no other; without ghost the next run passes (and prunes it)."""
+    ghost = {"name": "ghost", "gateways": [{"host": fab.lab.hosts["b"].address, "port": 444}]}
+    fab.host_vars["a"]["clusterlink_peers"] = [*SITES, ghost]
+    t0 = time.monotonic()
+    recap, out = fab.playbook(
+        "site", "--limit", "a", "-e", "clusterlink_wait_reachable=20", check=False
+    )
+    took_refused = time.monotonic() - t0
+    assert recap["a"]["failed"] == 1, recap
+    named = "Not reachable after 20 s (clusterlink_wait_reachable): a (a) -> ghost: "
+    assert named in out, out[-4000:]
+    assert not any(f"(a) -> {s}:" in out for s in SITES), out[-4000:]
+    assert "ghost" in fab.peers("a")  # applied: the run fails after the configuration
+    fab.host_vars["a"]["clusterlink_peers"] = SITES
+    t0 = time.monotonic()
+    recap, _ = fab.playbook("site", "--limit", "a")
+    took_ok = time.monotonic() - t0
+    assert no_failures(recap), recap
+    assert "ghost" not in fab.peers("a")
+    print(f"\nsite.yml --limit a: {took_refused:.0f}s failing on ghost (wait 20 s), "
+          f"{took_ok:.0f}s passing")  # fmt: skip
+
+
 # ----- admin API over TCP ---------------------------------------------------------------------
 def _gwctl_tcp(fab, host: str, *tls: Path) -> subprocess.CompletedProcess:
     """``gwctl status`` from the controller to ``host``'s admin listener; ``tls``: cert, key."""
