@@ -70,6 +70,7 @@ demo-prereqs:
 
 demo-clean:
 	python3 -m tests.lab destroy --name demo
+	-nft delete table bridge clusterlink_demo_outbound 2>/dev/null
 
 # The molecule scenario (extensions/molecule/default): lab hosts instead of containers.
 molecule: deps venv collection-path

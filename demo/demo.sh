@@ -32,26 +32,26 @@ if [ -n "$other" ]; then
   exit 1
 fi
 
-step "1/10 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
+step "1/11 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
 show "python3 -m tests.lab image"
 "${LABCMD[@]}" image
 
-step "2/10 Two hosts, a (198.18.0.10) and b (198.18.0.11): one site each"
+step "2/11 Two hosts, a (198.18.0.10) and b (198.18.0.11): one site each"
 show "python3 -m tests.lab create --name $LAB --hosts a,b"
 "${LABCMD[@]}" create --name "$LAB" --hosts a,b >/dev/null
 "${LABCMD[@]}" status --name "$LAB"
 
-step "3/10 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
+step "3/11 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
 show "ansible-playbook -i $INV -i inventories/lab playbooks/site.yml"
 "${PLAY[@]}" playbooks/site.yml
 
-step "4/10 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
+step "4/11 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
 show "ansible-playbook ... demo/web.yml   (systemd-run --unit=demo-web python3 -m http.server 8080 --bind 127.0.0.1)"
 "${PLAY[@]}" demo/web.yml
 
 curl_a() { "${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
 
-step "5/10 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
+step "5/11 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
 show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8080/"
 ok=""
 for _ in $(seq 60); do
@@ -61,21 +61,21 @@ done
 echo "    a got: ${out:-}"
 [ -n "$ok" ] || { echo "FAILED: site a did not reach site b" >&2; exit 1; }
 
-step "6/10 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
+step "6/11 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=present"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=present
 set +e; out=$(curl_a); rc=$?; set -e
 echo "    a got (curl exit $rc): $out"
 if [ "$rc" = 0 ]; then echo "FAILED: the deny policy did not stop the connection" >&2; exit 1; fi
 
-step "7/10 Allow again: remove the deny policy with Ansible"
+step "7/11 Allow again: remove the deny policy with Ansible"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=absent"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=absent
 out=$(curl_a) || true
 echo "    a got: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: access not restored" >&2; exit 1; }
 
-step "8/10 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
+step "8/11 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
 EMPTY_PKI=$(mktemp -d)
 show "ansible-playbook ... playbooks/site.yml -e clusterlink_pki_dir=$EMPTY_PKI/pki   (no CA there)"
 set +e; out=$("${PLAY[@]}" playbooks/site.yml -e "clusterlink_pki_dir=$EMPTY_PKI/pki" 2>&1); rc=$?; set -e
@@ -86,17 +86,40 @@ out=$(curl_a) || true
 echo "    a still gets: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: traffic broke" >&2; exit 1; }
 
-step "9/10 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
+step "9/11 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
 show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL status"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" status | sed 's/^/    /'
 
-step "10/10 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
+step "10/11 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
 BACKUP="$STATE/$LAB/backup"
 show "ansible-playbook ... playbooks/backup.yml -e clusterlink_backup_dir=$BACKUP"
 "${PLAY[@]}" playbooks/backup.yml -e "clusterlink_backup_dir=$BACKUP" >/dev/null
 ls -l "$BACKUP" | tail -n +2 | sed 's/^/    /'
 awk '/^kind: Import/{p=1} /^---/{p=0} p' "$BACKUP/a.yaml" | sed 's/^/    /'
 echo "    (a rebuilt host gets them back: playbooks/site.yml -e clusterlink_restore_from=$BACKUP --limit a)"
+
+step "11/11 b becomes an outbound-only site: a firewall drops every new connection to its peer port; the inventory says clusterlink_inbound: false for b; site.yml makes b a 'dial: false' peer on a, and a reaches b over the reverse links b opens"
+show "nft add rule bridge clusterlink_demo_outbound forward ip daddr 198.18.0.11 tcp dport 443 tcp flags & (syn|ack) == syn drop"
+nft delete table bridge clusterlink_demo_outbound 2>/dev/null || true
+nft -f - <<'NFT'
+table bridge clusterlink_demo_outbound {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip daddr 198.18.0.11 tcp dport 443 tcp flags & (syn | ack) == syn counter drop
+  }
+}
+NFT
+OUTBOUND="$STATE/$LAB/outbound-only.yml"
+printf 'clusterlink_gateways:\n  hosts:\n    b:\n      clusterlink_inbound: false\n' > "$OUTBOUND"
+show "ansible-playbook -i $INV -i inventories/lab -i $OUTBOUND playbooks/site.yml"
+"${PLAY[@]}" -i "$OUTBOUND" playbooks/site.yml >/dev/null
+out=$(curl_a) || true
+echo "    a got: $out"
+[ "$out" = "hello from site b" ] || { echo "FAILED: a did not reach the outbound-only site b" >&2; exit 1; }
+show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
+"${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" get peers | sed 's/^/    /'
+dropped=$(nft list table bridge clusterlink_demo_outbound | grep -o 'packets [0-9]*' | head -1)
+echo "    connections to b's peer port dropped by the firewall: ${dropped:-packets 0}"
 
 cat <<MSG
 

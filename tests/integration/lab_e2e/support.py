@@ -104,7 +104,10 @@ class Fabric:
             }
             if h.get("site"):
                 hv["clusterlink_peer_name"] = h["site"]
-                hv["clusterlink_advertise_address"] = h["public_address"]
+                if h.get("outbound_only"):  # nobody can dial it: it needs no address
+                    hv["clusterlink_inbound"] = False
+                else:
+                    hv["clusterlink_advertise_address"] = h["public_address"]
             hosts[name] = hv
         doc = {"all": {"children": {"clusterlink_gateways": {"hosts": hosts}}}}
         (self.inventory / "hosts.yml").write_text(json.dumps(doc, indent=1))
