@@ -115,6 +115,13 @@ def test_policies_decide_at_both_ends_of_a_reverse_link(fabric: Fabric) -> None:
         assert all(get(port) != "cl1" for _ in range(5))
         fabric.client(side).delete("policies", "deny-all")
         eventually(port, "cl1", 10)
+    # the exporter's allowed_peers: neither offered to cl0 nor served to it
+    export = fabric.client("cl1").get("exports", "http-echo")
+    fabric.client("cl1").replace(
+        "exports", "http-echo", {**export, "spec": {**export["spec"], "allowed_peers": ["cl9"]}}
+    )
+    assert fabric.client("cl0").raw("GET", "/v1/peers/cl1/offers").body == []
+    assert all(get(port) != "cl1" for _ in range(3))
 
 
 def test_reverse_links_are_refused_from_unexpected_names_and_over_the_limit(
