@@ -52,7 +52,7 @@ def test_controlplane_crud(gateways: dict[str, GatewayProcess]) -> None:
     expect_error(404, cl0.replace, "peers", "cl1", peer_cl1)
     cl0.create("peers", peer_cl1)
     expect_error(409, cl0.create, "peers", peer_cl1)
-    assert cl0.get("peers", "cl1")["spec"] == peer_cl1["spec"]
+    assert cl0.get("peers", "cl1")["spec"] == {"dial": True, **peer_cl1["spec"]}
     # 5. a second peer for load balancing later
     cl0.create("peers", peer_cl2)
     assert [p["name"] for p in cl0.list("peers")] == ["cl1", "cl2"]
