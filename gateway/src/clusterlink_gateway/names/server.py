@@ -12,6 +12,7 @@ import logging
 import struct
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -74,8 +75,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         out = self.server.handle(data)
