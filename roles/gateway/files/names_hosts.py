@@ -45,6 +45,8 @@ def with_block(hosts: str, lines: list[str]) -> str:
     """``hosts`` with the managed block holding ``lines`` (kept in place when present)."""
     block = [BEGIN, *lines, END]
     current = hosts.splitlines()
+    if not lines and BEGIN not in current:
+        return hosts  # nothing to list, no block yet
     if BEGIN in current and END in current[current.index(BEGIN) :]:
         start = current.index(BEGIN)
         end = current.index(END, start)
@@ -56,13 +58,18 @@ def with_block(hosts: str, lines: list[str]) -> str:
 
 def replace(path: str, text: str) -> None:
     """Atomically where possible; in place where the file is a mount point (containers)."""
-    info = os.stat(path)
+    try:
+        info = os.stat(path)
+        mode, uid, gid = info.st_mode & 0o7777, info.st_uid, info.st_gid
+    except FileNotFoundError:  # a minimal container may have none: made as usual
+        mode, uid, gid = 0o644, 0, 0
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".hosts.")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.chmod(tmp, info.st_mode & 0o7777)
-        os.chown(tmp, info.st_uid, info.st_gid)
+        os.chmod(tmp, mode)
+        if (uid, gid) != (os.getuid(), os.getgid()):
+            os.chown(tmp, uid, gid)
         os.replace(tmp, path)
     except OSError as exc:
         os.unlink(tmp)
@@ -82,8 +89,11 @@ def main(argv: list[str]) -> int:
             lines = entries(handle.read())
     except FileNotFoundError:
         return 0
-    with open(hosts_path) as handle:
-        hosts = handle.read()
+    try:
+        with open(hosts_path) as handle:
+            hosts = handle.read()
+    except FileNotFoundError:
+        hosts = ""
     new = with_block(hosts, lines)
     if new != hosts:
         replace(hosts_path, new)

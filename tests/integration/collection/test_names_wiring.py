@@ -164,6 +164,15 @@ def test_hosts_block_follows_the_names_file_and_uninstall_removes_it(tmp_path: P
         + "192.0.2.7\tother\n"
     )
 
+    # a host without /etc/hosts (minimal containers, the lab's Debian images) gets one
+    missing = tmp_path / "none" / "hosts"
+    missing.parent.mkdir()
+    helper(source, missing)
+    assert missing.read_text() == block.replace(
+        "# END", "127.0.0.1\tdb.clusterlink.internal\n# END"
+    )
+    assert oct(missing.stat().st_mode & 0o777) == "0o644"
+
     # uninstall.yml's blockinfile (same marker) leaves the file as the operator had it
     render(tmp_path, "rm", hosts=hosts.read_text(), resolved_active=False)
     assert (tmp_path / "rm" / "hosts-removed").read_text() == original + "192.0.2.7\tother\n"
