@@ -113,8 +113,8 @@ class Daemon:
             ) from None
         await self.registry.load()
         systemd.close_unclaimed()
-        await self._start_admin()
         await self._start_names()
+        await self._start_admin()
         if self.config.workers > 1:
             self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
             self.registry.observers.append(self.workers.on_change)

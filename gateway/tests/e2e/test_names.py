@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ import dns.rcode
 import dns.rdatatype
 
 from support.fabric import Fabric
-from support.gateway import free_port
+from support.gateway import GatewayProcess, free_port
+from support.pki import TestCA
 from support.traffic import eventually, get
 
 BIN = Path(sys.executable).parent
@@ -147,3 +149,20 @@ def test_import_names_answer_a_srv_nxdomain_refuse_other_zones_and_reach_the_ser
     assert records(query(dns_port, f"web.{ZONE}.")) == [f"A {address}"]
     assert eventually(lambda: get(service_port, host=address), "cl0") == "cl0"
     assert "Traceback" not in importer.log_text()
+
+
+def test_a_dns_port_in_use_stops_the_start_naming_dns(ca: TestCA, tmp_path: Path) -> None:
+    """Another program on the DNS port: the gateway refuses to start and says why."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        gw = GatewayProcess(tmp_path, "cl0", ca, extra={"dns": {"port": port}})
+        gw.start(wait=False)
+        assert gw.proc is not None
+        assert gw.proc.wait(timeout=30) != 0
+        assert f"dns: cannot listen on 127.0.0.1:{port}" in gw.log_text()
+    finally:
+        held.close()
+        gw.stop()
