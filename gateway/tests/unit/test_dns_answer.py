@@ -92,6 +92,12 @@ def test_other_zones_are_refused_with_nothing_answered() -> None:
         assert not resp.flags & dns.flags.AA and not resp.flags & dns.flags.RA
 
 
+def test_zone_transfers_are_refused() -> None:
+    for rdtype in ("AXFR", "IXFR"):
+        resp = ask("clusterlink.internal.", rdtype)
+        assert resp.rcode() == dns.rcode.REFUSED and not resp.answer, rdtype
+
+
 def test_non_in_class_is_refused_and_other_opcodes_not_implemented() -> None:
     resp = answer(dns.message.make_query("web.clusterlink.internal.", "A", "CH"), ZONE, RECORDS)
     assert resp.rcode() == dns.rcode.REFUSED

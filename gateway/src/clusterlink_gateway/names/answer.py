@@ -68,7 +68,11 @@ def answer(
         return response
     question = query.question[0]
     qname, qtype = question.name, question.rdtype
-    if question.rdclass != dns.rdataclass.IN or not qname.is_subdomain(zone):
+    if (
+        question.rdclass != dns.rdataclass.IN
+        or not qname.is_subdomain(zone)
+        or qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR)  # no zone transfers
+    ):
         response.set_rcode(dns.rcode.REFUSED)
         return response
     response.flags |= dns.flags.AA
