@@ -708,5 +708,7 @@ def test_uninstall_leaves_no_trace(fab):
             check=False,
         )
         assert left.strip() == "", (host, left)
+        hosts = fab.sh(host, "cat /etc/hosts 2>/dev/null", check=False)
+        assert "clusterlink" not in hosts, (host, hosts)  # the import names' block is gone
         listening = fab.sh(host, "ss -Htln")
-        assert not re.search(r":(443|900\d)\s", listening), (host, listening)
+        assert not re.search(r":(443|900\d|8053)\s", listening), (host, listening)
