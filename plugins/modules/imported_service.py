@@ -46,6 +46,9 @@ options:
         V(127.0.0.1) unless set, so that only applications on the gateway host reach the import).
       - Any other address exposes the imported service to that network; restrict it with a
         firewall.
+      - V(auto) gives the import an address of its own from the gateway's
+        C(imports.address_range) (kept until the import is deleted), so that O(port) can be the
+        service's real port; clients reach it as C(<name>.<zone>) (C(clusterlink.internal)).
     type: str
   sources:
     description:

@@ -7,14 +7,16 @@ are managed through the admin API.
 from __future__ import annotations
 
 import grp
+import re
 import ssl
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .model.common import IPAddress, Labels, Name, Port, Strict
+from .model.common import HOSTNAME_PATTERN, IPAddress, Labels, Name, Port, Strict
 from .model.errors import format_validation_error
 from .peering.gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE
 
@@ -157,11 +159,44 @@ class Imports(Strict):
         "applications on this host reach them unless an address is named",
     )
     port_range: tuple[Port, Port] = (30000, 32767)
+    address_range: IPv4Network | IPv6Network | None = Field(
+        default=None,
+        description="addresses for imports with spec.bind: auto, one each (e.g. 127.77.0.0/16)",
+    )
 
     @model_validator(mode="after")
     def _range_ordered(self) -> Imports:
         if self.port_range[0] > self.port_range[1]:
             raise ValueError("port_range: first port must not exceed the second")
+        return self
+
+
+class DNS(Strict):
+    """The import name server: ``<import>.<zone>`` on a loopback address (UDP and TCP)."""
+
+    zone: str = Field(default="clusterlink.internal", description="DNS zone, e.g. example.internal")
+    address: IPAddress = Field(default="127.0.0.1", description="a loopback address")
+    port: Port = 8053
+    ttl: int = Field(default=5, ge=0, le=86400, description="seconds, answers and negative")
+    hosts_file: Path | None = Field(
+        default=None,
+        description="also write the names in hosts-file form here on every change",
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        if not re.fullmatch(HOSTNAME_PATTERN, zone) or zone.strip(".") == "":
+            raise ValueError(f"{zone!r} is not a DNS name (letters, digits, '-', dots)")
+        return zone.rstrip(".").lower()
+
+    @model_validator(mode="after")
+    def _loopback(self) -> DNS:
+        if not ip_address(self.address).is_loopback:
+            raise ValueError(
+                f"address: {self.address} is not a loopback address (the gateway answers its "
+                "own zone to this host only; it is no open resolver)"
+            )
         return self
 
 
@@ -221,6 +256,7 @@ class Config(Strict):
     admin: Admin = Field(default_factory=Admin)
     state_dir: Path = Path("/var/lib/clusterlink")
     imports: Imports = Field(default_factory=Imports)
+    dns: DNS | None = Field(default=None, description="answer DNS for the imports' names")
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
     dataplane: Dataplane = Field(default_factory=Dataplane)
     log: Logging = Field(default_factory=Logging)
@@ -362,6 +398,13 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "state_dir": "restart",
     "imports.bind": "restart",
     "imports.port_range": "restart",
+    "imports.address_range": "restart",
+    "dns": "restart",
+    "dns.zone": "restart",
+    "dns.address": "restart",
+    "dns.port": "restart",
+    "dns.ttl": "restart",
+    "dns.hosts_file": "restart",
     "heartbeat.interval": "live",
     "heartbeat.unreachable_interval": "live",
     "heartbeat.timeout": "live",

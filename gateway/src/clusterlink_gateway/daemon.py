@@ -36,9 +36,12 @@ from .config import (
 from .dataplane import DataPlane
 from .dataplane.workers import WorkerPool
 from .logs import setup_logging
+from .model.objects import Kind
+from .names import NameServer, parse_zone
+from .names.records import hosts_lines, import_records, write_hosts_file
 from .peering import TLSError
 from .peering.tls import AdminTLS
-from .registry import Registry
+from .registry import Entry, Registry
 from .store.sqlite import Store
 from .telemetry.gather import gather
 from .telemetry.listener import MetricsServer
@@ -65,7 +68,10 @@ class Daemon:
         }
         self.store = Store(config.state_dir / "state.db")
         self.registry = Registry(
-            self.store, import_bind=config.imports.bind, port_range=config.imports.port_range
+            self.store,
+            import_bind=config.imports.bind,
+            port_range=config.imports.port_range,
+            address_range=config.imports.address_range,
         )
         self._stop = asyncio.Event()
         self._lock_file: IO[str] | None = None
@@ -74,6 +80,7 @@ class Daemon:
         self.dataplane: DataPlane | None = None
         self.workers: WorkerPool | None = None
         self._metrics_server: MetricsServer | None = None
+        self.names: NameServer | None = None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -110,6 +117,7 @@ class Daemon:
             ) from None
         await self.registry.load()
         systemd.close_unclaimed()
+        await self._start_names()
         await self._start_admin()
         if self.config.workers > 1:
             self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
@@ -149,6 +157,9 @@ class Daemon:
             self._runner = None
         if self.workers is not None:
             await self.workers.stop()
+        if self.names is not None:
+            await self.names.close()
+            self.names = None
         if self.dataplane is not None:
             await self.dataplane.stop(self.config.dataplane.drain_timeout)
         with suppress(FileNotFoundError):
@@ -223,6 +234,46 @@ class Daemon:
                 ) from None
             raise
         self._lock_file = lock
+
+    async def _start_names(self) -> None:
+        """The import name server (only this main process answers DNS, never a worker), and
+        the hosts-file copy of the names, rewritten on every import change."""
+        dns = self.config.dns
+        if dns is None:
+            return
+        registry = self.registry
+        self.names = NameServer(
+            parse_zone(dns.zone),
+            dns.address,
+            dns.port,
+            lambda: import_records(registry),
+            ttl=dns.ttl,
+        )
+        try:
+            await self.names.start()
+        except OSError as exc:
+            self.names = None
+            raise StartupError(
+                f"dns: cannot listen on {dns.address}:{dns.port}: {exc.strerror}"
+            ) from None
+        if dns.hosts_file is not None:
+            hosts_file = dns.hosts_file
+
+            def write() -> None:
+                try:
+                    write_hosts_file(hosts_file, hosts_lines(dns.zone, import_records(registry)))
+                except OSError as exc:
+                    log.error(
+                        "cannot write dns.hosts_file",
+                        extra={"path": str(hosts_file), "error": exc.strerror},
+                    )
+
+            async def on_change(kind: Kind, _n: str, _o: Entry | None, _e: Entry | None) -> None:
+                if kind.plural == "imports":
+                    write()
+
+            write()
+            registry.observers.append(on_change)
 
     async def _start_admin(self) -> None:
         admin = self.config.admin

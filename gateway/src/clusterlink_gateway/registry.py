@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,7 @@ class Entry:
 
 
 Observer = Callable[[Kind, str, Entry | None, Entry | None], Awaitable[None]]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 StatusProvider = Callable[[Entry], dict[str, Any]]
 SummaryProvider = Callable[[], Any]
 
@@ -75,10 +77,18 @@ SummaryProvider = Callable[[], Any]
 class Registry:
     """Objects by kind and name, with their persistence and change notification."""
 
-    def __init__(self, store: Store, *, import_bind: str, port_range: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        import_bind: str,
+        port_range: tuple[int, int],
+        address_range: IPNetwork | None = None,
+    ) -> None:
         self.store = store
         self.import_bind = import_bind
         self.port_range = port_range
+        self.address_range = address_range
         self.objects: dict[str, dict[str, Entry]] = {plural: {} for plural in KINDS}
         self.invalid: dict[tuple[str, str], str] = {}
         self.observers: list[Observer] = []
@@ -168,7 +178,10 @@ class Registry:
 
     def effective_bind(self, entry: Entry) -> str:
         assert isinstance(entry.obj, Import)
-        return entry.obj.spec.bind or self.import_bind
+        bind = entry.obj.spec.bind
+        if bind == "auto":
+            return str(entry.internal.get("address") or self.import_bind)
+        return bind or self.import_bind
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -236,6 +249,11 @@ class Registry:
         """Gateway-owned bookkeeping before a write: the allocated port of an import."""
         if not isinstance(entry.obj, Import):
             return
+        if entry.obj.spec.bind == "auto":
+            if not entry.internal.get("address"):
+                entry.internal["address"] = self._allocate_address(entry.name)
+        else:
+            entry.internal.pop("address", None)
         self._check_bind(entry)
         if entry.obj.spec.port:
             entry.internal.pop("port", None)
@@ -265,8 +283,34 @@ class Registry:
         problem = unusable_address(address)
         if problem is None:
             return
-        source = "" if entry.obj.spec.bind else " (the default from imports.bind in gateway.yaml)"
+        source = {
+            None: " (the default from imports.bind in gateway.yaml)",
+            "auto": " (allocated from imports.address_range in gateway.yaml)",
+        }.get(entry.obj.spec.bind, "")
         raise Invalid(f"cannot listen on {address}{source}: {problem}", field="spec.bind")
+
+    def _allocate_address(self, name: str) -> str:
+        """A listen address of its own for an import with ``bind: auto``: the first address of
+        ``imports.address_range`` that no other import listens on (kept in the store until the
+        import is deleted or its bind changes)."""
+        network = self.address_range
+        if network is None:
+            raise Invalid(
+                "bind: auto needs imports.address_range in gateway.yaml (e.g. 127.77.0.0/16)",
+                field="spec.bind",
+            )
+        used = {
+            ipaddress.ip_address(self.effective_bind(e))
+            for n, e in self.objects["imports"].items()
+            if n != name
+        }
+        hosts = network.hosts() if network.num_addresses > 2 else iter(network)
+        for address in hosts:
+            if address not in used:
+                return str(address)
+        raise Conflict(
+            f"no free address left in imports.address_range {network}", field="spec.bind"
+        )
 
     def _allocate_port(self, entry: Entry, exclude: str) -> int:
         used = {self.effective_port(e) for n, e in self.objects["imports"].items() if n != exclude}

@@ -12,7 +12,9 @@ on 127.0.0.1:8080 answering its own name, exported as ``web``. Site a peers with
 
 * ``conn`` (port 9000) from b;
 * ``lb-rr`` / ``lb-static`` / ``lb-random`` (9001-9003) from a, b, c in that order;
-* ``fo`` (9004) from b and c (failover).
+* ``fo`` (9004) from b and c (failover);
+* ``web`` from b with ``bind: auto`` on the service's own port 8080 (an address of its own
+  from 127.77.0.0/16), reached by name: ``http://web.clusterlink.internal:8080/``.
 
 Site c imports b's ``web`` twice with allocated ports (``early``, then ``bk``), so that ``bk``
 does not hold the first port of the range: the backup test removes ``early``, rebuilds c and
@@ -78,6 +80,7 @@ A_IMPORTS = [
     lb_import("lb-random", 9003, "random"),
     {"name": "fo", "port": 9004, "sources": [{"peer": "b", "export": "web"}, {"peer": "c", "export": "web"}],
      "lb_scheme": "static"},
+    {"name": "web", "bind": "auto", "port": 8080, "sources": [{"peer": "b", "export": "web"}]},
 ]  # fmt: skip
 
 
@@ -140,6 +143,41 @@ def test_imports_listen_on_loopback_by_default(fab):
     imports = json.loads(fab.gwctl("c", "-o json get imports"))
     items = imports if isinstance(imports, list) else imports.get("items", [])
     assert {i["status"]["listen"].rsplit(":", 1)[0] for i in items} == {"127.0.0.1"}, items
+
+
+def test_import_names_resolve_through_the_hosts_resolver(fab):
+    """site.yml wired the zone into a's resolver: the lab's Debian hosts run no
+    systemd-resolved, so the /etc/hosts block kept by clusterlink-names.path; a client on a
+    resolves web.clusterlink.internal (getent) and reaches b's web server by name on the
+    service's own port. The gateway answers the same name over DNS (A and SRV)."""
+    resolved = fab.sh("a", "systemctl is-active systemd-resolved.service", check=False).strip()
+    assert resolved != "active", resolved
+    line = fab.wait(
+        "web.clusterlink.internal in a's resolver",
+        lambda: fab.sh("a", "getent hosts web.clusterlink.internal", check=False).strip(),
+        30,
+    )
+    address, name = line.split()[:2]
+    assert address.startswith("127.77.") and name == "web.clusterlink.internal", line
+    got = fab.sh("a", "curl -sS -m 10 http://web.clusterlink.internal:8080/index.html").strip()
+    assert got == "b", got
+    assert re.search(
+        rf"\bweb\s+web\.clusterlink\.internal\s+{re.escape(address)}:8080\s",
+        fab.gwctl("a", "status"),
+    )
+    probe = (
+        "import dns.message, dns.query\n"
+        "for name, t in (('web.clusterlink.internal', 'A'), ('_web._tcp.clusterlink.internal', 'SRV'),"
+        " ('example.com', 'A')):\n"
+        "    r = dns.query.udp(dns.message.make_query(name, t), '127.0.0.1', port=8053, timeout=5)\n"
+        "    print(dns.rcode.to_text(r.rcode()), *[rd.to_text() for rr in r.answer for rd in rr])\n"
+    )
+    out = fab.lab.run("a", "/opt/clusterlink/current/venv/bin/python -", input=probe, timeout=60)
+    assert out.stdout.splitlines() == [
+        f"NOERROR {address}",
+        "NOERROR 0 1 8080 web.clusterlink.internal.",
+        "REFUSED",
+    ], out.stdout + out.stderr
 
 
 def test_peer_status(fab):
@@ -697,5 +735,7 @@ def test_uninstall_leaves_no_trace(fab):
             check=False,
         )
         assert left.strip() == "", (host, left)
+        hosts = fab.sh(host, "cat /etc/hosts 2>/dev/null", check=False)
+        assert "clusterlink" not in hosts, (host, hosts)  # the import names' block is gone
         listening = fab.sh(host, "ss -Htln")
-        assert not re.search(r":(443|900\d)\s", listening), (host, listening)
+        assert not re.search(r":(443|900\d|8053)\s", listening), (host, listening)

@@ -62,6 +62,9 @@ FOOTPRINT = (
     "/etc/clusterlink",
     "/var/lib/clusterlink",
     "/etc/systemd/system/clusterlink-gateway.service",
+    "/etc/systemd/system/clusterlink-names.path",
+    "/etc/systemd/system/clusterlink-names.service",
+    "/etc/systemd/resolved.conf.d/clusterlink.conf",
     "/usr/local/bin/gwctl",
 )
 ECHO_SERVER = """
@@ -329,6 +332,8 @@ def test_uninstall_leaves_nothing_on_either_release(controller: Controller) -> N
             host, "ls -d /run/clusterlink /etc/systemd/system/*/clusterlink* 2>/dev/null"
         )
         assert left.stdout.strip() == "", left.stdout
+        hosts = controller.sh(host, "cat /etc/hosts 2>/dev/null").stdout
+        assert "clusterlink.fabric import names" not in hosts, hosts
         # Nothing listens any more on the peer port (443) or the import port (5432).
         listening = controller.sh(host, "cat /proc/net/tcp /proc/net/tcp6").stdout
         assert not re.search(r":(01BB|1538) 00000000:0000 0A", listening), listening

@@ -29,8 +29,9 @@ def test_only_expected_ports_listen(host):
         for s in host.socket.get_listening_sockets()
         if s.startswith(("tcp://", "udp://"))
     }
-    # sshd (the lab's access), the peer port, and on a the import of b's "web".
-    expected = {22, 443} | ({8080} if host.backend.get_hostname() == "a" else set())
+    # sshd (the lab's access), the peer port, the import names' DNS (127.0.0.1:8053, UDP and
+    # TCP), and on a the import of b's "web".
+    expected = {22, 443, 8053} | ({8080} if host.backend.get_hostname() == "a" else set())
     assert ports == expected
 
 

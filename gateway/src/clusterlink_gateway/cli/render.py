@@ -71,6 +71,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
     ],
     "imports": [
         ("NAME", lambda o: o["name"]),
+        ("DNS NAME", lambda o: o["status"].get("dns_name") or "-"),
         ("LISTEN", lambda o: o["status"].get("listen") or "-"),
         (
             "SOURCES",
@@ -149,9 +150,10 @@ def _status_table(status: dict[str, Any]) -> str:
         for p in status["peers"]
     ]
     lines += [table(peer_rows), "", "IMPORTS"]
-    imp_rows = [["NAME", "LISTEN", "LISTENING", "ERROR"]] + [
+    imp_rows = [["NAME", "DNS NAME", "LISTEN", "LISTENING", "ERROR"]] + [
         [
             i["name"],
+            i.get("dns_name") or "-",
             i.get("listen") or "-",
             "yes" if i.get("listening") else "no",
             i.get("error") or "-",

@@ -65,8 +65,10 @@ class ImportManager:
         reuse_port: bool = False,
         max_connections: int = 0,
         idle_timeout: float = 0,
+        dns_zone: str | None = None,
     ) -> None:
         self.metrics = metrics
+        self.dns_zone = dns_zone  # names are ``<import>.<zone>`` when the gateway answers DNS
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self._sweeper: asyncio.Task[None] | None = None
@@ -204,7 +206,11 @@ class ImportManager:
         state = self.imports.get(entry.name)
         bind = self.registry.effective_bind(entry)
         port = self.registry.effective_port(entry)
+        obj = entry.obj
+        assert isinstance(obj, Import)
         return {
+            "dns_name": f"{entry.name.lower()}.{self.dns_zone}" if self.dns_zone else None,
+            "address": bind if obj.spec.bind == "auto" else None,
             "listen": f"{bind}:{port}",
             "port": port,
             "listening": bool(state and state.server is not None),

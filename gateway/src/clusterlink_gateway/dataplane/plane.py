@@ -64,6 +64,7 @@ class DataPlane:
             reuse_port=config.workers > 1,
             max_connections=config.dataplane.max_connections_per_import,
             idle_timeout=config.dataplane.idle_timeout,
+            dns_zone=config.dns.zone if config.dns is not None else None,
         )
         self.explainer = Explainer(
             registry,

@@ -81,7 +81,10 @@ class Worker:
         self.local = {"peer_name": config.peer_name, "labels": dict(config.labels)}
         self.store = Store(config.state_dir / "state.db", readonly=True)
         self.registry = Registry(
-            self.store, import_bind=config.imports.bind, port_range=config.imports.port_range
+            self.store,
+            import_bind=config.imports.bind,
+            port_range=config.imports.port_range,
+            address_range=config.imports.address_range,
         )
         self.plane = DataPlane(config, self.registry, self.local)
         self.changed = asyncio.Event()

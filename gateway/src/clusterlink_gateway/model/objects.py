@@ -82,7 +82,13 @@ class ImportSource(Strict):
 
 class ImportSpec(Strict):
     port: PortOrZero = Field(default=0, description="listen port; 0 = allocate from the range")
-    bind: IPAddress | None = Field(default=None, description="listen address; default from config")
+    bind: IPAddress | Literal["auto"] | None = Field(
+        default=None,
+        description=(
+            "listen address; default from config; auto = an address of its own from "
+            "imports.address_range (kept across restarts), so that port can be the service's own"
+        ),
+    )
     sources: list[ImportSource] = Field(min_length=1, max_length=256)
     lb_scheme: Literal["round-robin", "random", "static"] = "round-robin"
 
@@ -101,6 +107,12 @@ class ExportStatus(Strict):
 
 
 class ImportStatus(Strict):
+    dns_name: str | None = Field(
+        default=None, description="<import>.<zone> when the gateway answers DNS (dns in config)"
+    )
+    address: str | None = Field(
+        default=None, description="the address allocated from imports.address_range (bind: auto)"
+    )
     listen: str | None = Field(default=None, description="effective listen address host:port")
     port: int | None = Field(default=None, description="effective listen port")
     listening: bool = False
