@@ -99,7 +99,17 @@ class PeerStatus(Strict):
     labels: dict[str, str] = Field(default_factory=dict, description="learned from heartbeats")
     rtt_ms: float | None = None
     error: str | None = Field(default=None, description="why the last heartbeat failed")
-    links: int = Field(default=0, description="open links to the peer")
+    links: int = Field(
+        default=0, description="usable links to the peer (with via: reverse, the links it opened)"
+    )
+    via: Literal["direct", "reverse"] = Field(
+        default="direct",
+        description="direct: this gateway dials the peer; reverse: the peer (dial: false) "
+        "dials this gateway and is reached over its reverse links",
+    )
+    reverse_links: int = Field(
+        default=0, description="reverse links this gateway keeps open to the peer, at its request"
+    )
 
 
 class ExportStatus(Strict):
