@@ -27,8 +27,9 @@ from ..policy.attributes import destination_attributes, parse_client_ip, source_
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from ..routing.loadbalancer import LoadBalancer
-from .attempt import ConnectionAttempt
+from .attempt import DEFAULT_DENY_LABEL, ConnectionAttempt
 from .peers import PeerManager
+from .refusals import RecentRefusals
 
 log = logging.getLogger("clusterlink.egress")
 audit = logging.getLogger("clusterlink.audit")
@@ -64,7 +65,9 @@ class ImportManager:
         reuse_port: bool = False,
         max_connections: int = 0,
         idle_timeout: float = 0,
+        refusals: RecentRefusals | None = None,
     ) -> None:
+        self.refusals = refusals if refusals is not None else RecentRefusals()
         self.metrics = metrics
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -221,6 +224,7 @@ class ImportManager:
         if self.max_connections and len(state.active) >= self.max_connections:
             self.metrics.import_failures.labels(name).inc()
             log.warning("import connection limit reached", extra={"import": name})
+            self.refusals.add("egress", None, None, "connection-limit", import_name=name)
             relay.reset()
             return
         state.active.add(relay)
@@ -300,6 +304,7 @@ class ImportManager:
             break
         if attempt.chosen is None:
             m.import_failures.labels(entry.name).inc()
+            self._refused(entry.name, attempt)
             relay.reset()
         await relay.closed
         m.egress_active.dec()
@@ -312,6 +317,37 @@ class ImportManager:
                 {"client": client_ip, "import": entry.name}, relay.bytes_in, relay.bytes_out
             ),
         )
+
+    def _refused(self, name: str, attempt: ConnectionAttempt) -> None:
+        """Remember a client connection no source carried: the last source tried, what it
+        answered and, if our egress policy refused it, the deciding policy."""
+        last = attempt.tried[-1] if attempt.tried else {}
+        result = str(last.get("result", "no source"))
+        if result == "client gone":
+            return
+        decision = attempt.decision
+        denied = result == "denied by egress policy" and decision is not None
+        self.refusals.add(
+            "egress",
+            last.get("peer"),
+            last.get("export"),
+            _refusal_class(result),
+            policy=(decision.policy or DEFAULT_DENY_LABEL) if denied and decision else None,
+            decision=str(decision) if denied else None,
+            import_name=name,
+            detail=result[:200],
+        )
+
+
+def _refusal_class(result: str) -> str:
+    """The reason class of an egress step's result (see ``_connect``)."""
+    if result == "denied by egress policy":
+        return "denied"
+    if result.startswith("unreachable"):
+        return "unreachable"
+    if result[:3].isdigit():
+        return "peer-refused"
+    return result.replace(" ", "-")
 
 
 def _fd_name(import_name: str) -> str:

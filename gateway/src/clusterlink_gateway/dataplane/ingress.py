@@ -26,7 +26,8 @@ from ..policy.attributes import (
 )
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
-from .attempt import ConnectionAttempt
+from .attempt import DEFAULT_DENY_LABEL, ConnectionAttempt
+from .refusals import RecentRefusals
 from .request import RequestError, parse_connect, shorten
 
 log = logging.getLogger("clusterlink.ingress")
@@ -53,7 +54,9 @@ class IngressHandler:
         metrics: Metrics,
         admission: Admission = OPEN,
         reverse_links: int = 2,
+        refusals: RecentRefusals | None = None,
     ) -> None:
+        self.refusals = refusals if refusals is not None else RecentRefusals()
         self.reverse_links = reverse_links
         self.metrics = metrics
         self.admission = admission
@@ -91,9 +94,14 @@ class IngressHandler:
                 out.append({"name": entry.name, "labels": dict(entry.obj.labels)})
         return out
 
-    def _refuse(self, req: IncomingStream, status: int, reason: str, message: str) -> None:
-        """Answer a refusal (JSON reason) and count it by calling peer and reason class."""
+    def _refuse(
+        self, req: IncomingStream, status: int, reason: str, message: str, **recent: Any
+    ) -> None:
+        """Answer a refusal (JSON reason) and count it by calling peer and reason class; a
+        refused CONNECT is remembered in ``refusals`` (``recent``: export, policy, decision)."""
         self.metrics.ingress_refused.labels(req.peer, reason).inc()
+        if req.method == "CONNECT":
+            self.refusals.add("ingress", req.peer, recent.pop("export", None), reason, **recent)
         req.answer(status, _json(status, message))
 
     async def _connect(self, req: IncomingStream) -> None:
@@ -119,7 +127,8 @@ class IngressHandler:
         entry = self.registry.objects[EXPORTS.plural].get(export_name)
         if entry is None:
             log.info("connect for unknown export", extra={"peer": caller, "export": export_name})
-            self._refuse(req, 404, "unknown-export", f"export {export_name!r} not found")
+            message = f"export {export_name!r} not found"
+            self._refuse(req, 404, "unknown-export", message, export=export_name)
             return
         export = entry.obj
         assert isinstance(export, Export)
@@ -129,7 +138,9 @@ class IngressHandler:
                 extra={"peer": caller, "export": export_name, "client_address": _address(req)},
             )
             message = f"peer {caller!r} is not in allowed_peers of {export_name!r}"
-            self._refuse(req, 403, "not-allowed", message)
+            self._refuse(
+                req, 403, "not-allowed", message, export=export_name, policy="allowed_peers"
+            )
             return
         peer = self._caller(caller)
         client_ip = asserted_client_ip(
@@ -157,7 +168,15 @@ class IngressHandler:
                     "decision": str(decision),
                 },
             )
-            self._refuse(req, 403, "denied", f"denied by ingress policy ({decision})")
+            self._refuse(
+                req,
+                403,
+                "denied",
+                f"denied by ingress policy ({decision})",
+                export=export_name,
+                policy=decision.policy or DEFAULT_DENY_LABEL,
+                decision=str(decision),
+            )
             return
         loop = asyncio.get_running_loop()
         try:
@@ -171,7 +190,7 @@ class IngressHandler:
             log.warning(
                 "export dial failed", extra={"peer": caller, "export": export_name, "error": reason}
             )
-            self._refuse(req, 502, "export-unreachable", reason)
+            self._refuse(req, 502, "export-unreachable", reason, export=export_name)
             return
         stream = req.accept()
         relay.attach(stream)

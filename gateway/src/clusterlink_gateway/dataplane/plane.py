@@ -24,6 +24,7 @@ from ..registry import Entry, Registry
 from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
+from .refusals import RecentRefusals
 
 log = logging.getLogger("clusterlink.dataplane")
 
@@ -53,6 +54,7 @@ class DataPlane:
         self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
         self._links: set[Any] = set()  # ServerLinks: accepted links and our reverse links
         self.peers = PeerManager(config, self.tls, server_links=self._links)
+        self.refusals = RecentRefusals()  # the last refused connections (the fabric page)
         self.imports = ImportManager(
             registry,
             self.peers,
@@ -63,6 +65,7 @@ class DataPlane:
             reuse_port=config.workers > 1,
             max_connections=config.dataplane.max_connections_per_import,
             idle_timeout=config.dataplane.idle_timeout,
+            refusals=self.refusals,
         )
         self.ingress = IngressHandler(
             registry,
@@ -72,6 +75,7 @@ class DataPlane:
             metrics=self.metrics,
             admission=self.admission,
             reverse_links=config.dataplane.links_per_peer,
+            refusals=self.refusals,
         )
         self.peers.handler = self.ingress
         self._server: asyncio.AbstractServer | None = None
