@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -293,3 +294,41 @@ def test_fabric_page_assets_and_switch(fabric: Fabric) -> None:
     assert request(port, "/metrics")[0] == 200
     for path in ("/fabric", "/fabric.json", "/fabric/app.js"):
         assert request(port, path)[0] == 404, path
+
+
+def test_fabric_json_counts_every_worker(fabric: Fabric) -> None:
+    """With ``workers: 2`` the import's connections on the page are those of both processes
+    (over the telemetry channel); peers and refusals are the main process's, as it says."""
+    cl0 = fabric.start("cl0", extra={"workers": 2, **metrics_config()})
+    port = cl0.config["metrics"]["port"]
+    fabric.export_echo("cl1")
+    fabric.allow_all("cl0", "cl1")
+    fabric.add_peer("cl0", "cl1")
+    fabric.client("cl0").create(
+        "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl1"}]}}
+    )
+    import_port = fabric.import_port("cl0", "http-echo")
+    worker = re.compile(r'clusterlink_import_connections_total\{[^}]*worker="1"[^}]*\} ([0-9.]+)')
+    made, deadline = 0, time.monotonic() + DEADLINE
+    while True:  # SO_REUSEPORT spreads clients: go on until the worker carried some
+        for _ in range(10):
+            made += 1
+            assert get(import_port) == "cl1"
+        found = worker.search(request(port, "/metrics")[2].decode())
+        if found and float(found.group(1)) > 0:
+            break
+        assert time.monotonic() < deadline, "no connection reached the worker"
+
+    def page() -> dict[str, Any]:
+        return json.loads(request(port, "/fabric.json")[2])
+
+    doc = wait_until(
+        f"{made} connections on the page",
+        lambda: (
+            (d := page())["imports"][0]["connections"] == made
+            and d["imports"][0]["active"] == 0
+            and d
+        ),
+        state=page,
+    )
+    assert doc["processes"]["answered"] == ["0", "1"] and doc["processes"]["scope"]
