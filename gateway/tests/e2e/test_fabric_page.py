@@ -3,10 +3,11 @@ driven by Selenium), against three real gateways on loopback.
 
 cl0 serves the page on its metrics listener. cl1 is a forward peer exporting ``http-echo``
 (imported by cl0); cl2 is outbound-only towards cl0 (``dial: false``: it opens reverse links)
-and exports ``blocked``, which cl0 imports but its egress policy ``no-blocked`` denies. The page
-must draw the three sites and both edges (forward and reverse), count the import's connections
-after traffic, list the refusal with the policy that decided it, and turn cl1's edge
-unreachable when cl1 stops -- without a reload.
+and exports ``blocked``, which cl0 imports but its egress policy ``no-blocked`` denies; cl1
+imports cl0's ``private``, which cl0's ingress policy ``no-private`` denies. The page must draw
+the three sites and both edges (forward and reverse), count the import's and the export's
+connections after traffic, list both refusals with the policy that decided each, and turn
+cl1's edge unreachable when cl1 stops -- without a reload.
 
 Without chromium, chromedriver or selenium the browser test is skipped, except in CI (``CI``
 set), where it fails. ``CLUSTERLINK_FABRIC_SCREENSHOT=path.png`` saves a screenshot
@@ -33,14 +34,12 @@ from support.traffic import get
 
 DEADLINE = 45.0  # generous: a busy machine
 POLL_MS = 300  # the page's poll interval in this test (?interval=)
-DENY_BLOCKED = {
-    "name": "no-blocked",
-    "spec": {
-        "action": "deny",
-        "from": [{}],
-        "to": [{"matchLabels": {"export.clusterlink.net/name": "blocked"}}],
-    },
-}
+
+
+def deny_export(name: str, export: str) -> dict[str, Any]:
+    """A policy denying every connection to ``export`` (on either side)."""
+    to = [{"matchLabels": {"export.clusterlink.net/name": export}}]
+    return {"name": name, "spec": {"action": "deny", "from": [{}], "to": to}}
 
 
 def metrics_config(**extra: Any) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-dev-shm-usage",
         "--no-first-run",
         "--hide-scrollbars",
-        "--window-size=1200,1000",
+        "--window-size=1200,1080",
         f"--user-data-dir={tmp_path / 'chromium'}",
     ):
         options.add_argument(arg)
@@ -153,17 +152,24 @@ def test_fabric_page_draws_the_fabric_and_follows_it(fabric: Fabric, browser: An
     fabric.export_echo("cl0")
     source = {"peer": "cl0", "export": "http-echo"}
     fabric.client("cl1").create("imports", {"name": "cl0-echo", "spec": {"sources": [source]}})
+    # ... and cl0's export "private", which cl1 imports but cl0's ingress policy denies
+    fabric.export_echo("cl0", "private")
+    c0.create("policies", deny_export("no-private", "private"))
+    fabric.client("cl1").create(
+        "imports", {"name": "private", "spec": {"sources": [{"peer": "cl0"}]}}
+    )
     # cl2: outbound-only towards cl0 (reverse links); its export "blocked" is denied at cl0
     fabric.start("cl2")
     c0.create("peers", {"name": "cl2", "spec": {"dial": False}})
     fabric.add_peer("cl2", "cl0", mutual=False)
     fabric.export_echo("cl2", "blocked")
     fabric.allow_all("cl2")
-    c0.create("policies", DENY_BLOCKED)
+    c0.create("policies", deny_export("no-blocked", "blocked"))
     c0.create("imports", {"name": "blocked", "spec": {"sources": [{"peer": "cl2"}]}})
     echo_port = fabric.import_port("cl0", "http-echo")
     blocked_port = fabric.import_port("cl0", "blocked")
     cl0_echo_port = fabric.import_port("cl1", "cl0-echo")
+    private_port = fabric.import_port("cl1", "private")
 
     # the JSON the page polls: read-only, no backend address of an export
     status, headers, body = request(port, "/fabric.json")
@@ -216,6 +222,7 @@ def test_fabric_page_draws_the_fabric_and_follows_it(fabric: Fabric, browser: An
     assert [get(echo_port) for _ in range(3)] == ["cl1"] * 3
     assert get(blocked_port) == "reset"
     assert [get(cl0_echo_port) for _ in range(2)] == ["cl0"] * 2
+    assert get(private_port) == "reset"
 
     def row(name: str) -> dict[str, str]:
         return next((r for r in state()["imports"] if r["data-import"] == name), {})
@@ -246,6 +253,19 @@ def test_fabric_page_draws_the_fabric_and_follows_it(fabric: Fabric, browser: An
                 "data-peer": "cl2",
                 "data-reason": "denied",
                 "data-policy": "no-blocked",
+            }
+            in state()["refusals"]
+        ),
+        state=state,
+    )
+    wait_until(
+        "the ingress refusal with its policy",
+        lambda: (
+            {
+                "data-side": "ingress",
+                "data-peer": "cl1",
+                "data-reason": "denied",
+                "data-policy": "no-private",
             }
             in state()["refusals"]
         ),

@@ -43,7 +43,7 @@
   function drawGraph(doc) {
     const svg = document.getElementById("graph");
     svg.replaceChildren();
-    H = doc.peers.length <= 2 ? 280 : 500;  // one or two peers sit left and right: a low graph
+    H = doc.peers.length <= 2 ? 220 : 500;  // one or two peers sit left and right: a low graph
     CY = H / 2;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const defs = el("defs");
