@@ -21,8 +21,8 @@ from prometheus_client.metrics_core import Metric
 from ..model.objects import KINDS, Export, Import, Peer
 from ..registry import Registry
 
-SCOPE_MAIN = "peers and refusals: the main process"
 SCOPE_ALL = "connections and bytes: every process that answered"
+SCOPE_MAIN = "peer links, heartbeats and refusals: the main process only"
 
 # (sample name, field) summed per import / per export
 IMPORT_SAMPLES = {

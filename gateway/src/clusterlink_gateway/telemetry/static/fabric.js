@@ -162,8 +162,8 @@
     const p = doc.processes;
     if (p.scope.length) {
       scope.hidden = false;
-      scope.textContent = "Processes " + p.answered.join(", ") + " answered" +
-        (p.missing.length ? " (not: " + p.missing.join(", ") + ")" : "") + ". " +
+      scope.textContent = "Data-plane processes " + p.answered.join(", ") + " answered" +
+        (p.missing.length ? " (not: " + p.missing.join(", ") + ")" : "") + " \u2014 " +
         p.scope.join("; ") + ".";
     } else {
       scope.hidden = true;
