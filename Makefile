@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck stunnel4 wrk nginx-light
+APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck stunnel4 wrk nginx-light chromium chromium-driver
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean demo demo-prereqs demo-clean molecule bench

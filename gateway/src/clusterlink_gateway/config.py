@@ -145,11 +145,15 @@ class MetricsTLS(Strict):
 
 
 class MetricsListener(Strict):
-    """A read-only listener that serves ``/metrics`` of every process, nothing else."""
+    """A read-only listener that serves ``/metrics`` of every process and the fabric page."""
 
     address: IPAddress = "127.0.0.1"
     port: Port = 9469
     tls: MetricsTLS | None = None
+    fabric_page: bool = Field(
+        default=True,
+        description="serve the live fabric page (/fabric, /fabric.json) beside /metrics",
+    )
 
 
 class Imports(Strict):
@@ -424,6 +428,7 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "metrics.address": "restart",
     "metrics.port": "restart",
     "metrics.tls": "restart",
+    "metrics.fabric_page": "restart",
     "metrics.tls.cert": "restart",
     "metrics.tls.key": "restart",
     "metrics.tls.client_ca": "restart",

@@ -43,7 +43,8 @@ from .peering import TLSError
 from .peering.tls import AdminTLS
 from .registry import Entry, Registry
 from .store.sqlite import Store
-from .telemetry.gather import gather
+from .telemetry.fabric import snapshot
+from .telemetry.gather import Fetch, collect, gather
 from .telemetry.listener import MetricsServer
 from .telemetry.tls import server_context
 
@@ -347,15 +348,30 @@ class Daemon:
             raise StartupError(f"metrics.tls: {exc}") from None
         workers = self.workers
 
-        async def collect() -> bytes:
-            fetchers = workers.metrics_fetchers() if workers is not None else {}
-            return await gather(metrics.registry, fetchers)
+        def fetchers() -> dict[str, Fetch]:
+            return workers.metrics_fetchers() if workers is not None else {}
+
+        async def scrape() -> bytes:
+            return await gather(metrics.registry, fetchers())
+
+        async def fabric() -> dict[str, Any]:
+            families, answered = await collect(metrics.registry, fetchers())
+            recent = self.dataplane.refusals if self.dataplane is not None else None
+            return snapshot(
+                self.registry,
+                self.info,
+                families,
+                answered,
+                recent.recent() if recent is not None else [],
+                refusals_total=recent.total if recent is not None else 0,
+            )
 
         counter = metrics.metrics_refusals
         refusals = Refusals(
             lambda reason: counter.labels(reason).inc(), message="metrics request refused"
         )
-        server = MetricsServer(config, collect, refusals, tls)
+        page = fabric if config.fabric_page else None
+        server = MetricsServer(config, scrape, refusals, tls, fabric=page)
         try:
             await server.start()
         except OSError as exc:

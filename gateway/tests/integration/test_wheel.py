@@ -39,6 +39,14 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     )
     for command in ("get", "create", "update", "delete", "apply", "status"):
         assert command in helptext.stdout
+    # the fabric page's files are package data: in the wheel, read from the installed package
+    page = (
+        "from clusterlink_gateway.telemetry.listener import ASSETS, load_assets;"
+        "assets = load_assets(); assert set(assets) == set(ASSETS), assets;"
+        "assert all(body for body, _ in assets.values());"
+        "assert b'fabric.json' in assets['/app.js'][0]"
+    )
+    subprocess.run([str(env_dir / "bin" / "python"), "-c", page], check=True, cwd=tmp_path)
     # uvloop is a real dependency of the installed daemon, not just of the dev venv
     subprocess.run(
         [str(env_dir / "bin" / "python"), "-c", "import uvloop, h2, aiohttp"], check=True

@@ -28,8 +28,9 @@ from ..policy.engine import DEFAULT_DENY_NAME, PolicyEngine
 from ..policy.explain import remote_decision
 from ..registry import Entry, Registry
 from ..routing.loadbalancer import LoadBalancer
-from .attempt import ConnectionAttempt
+from .attempt import DEFAULT_DENY_LABEL, ConnectionAttempt
 from .peers import PeerManager
+from .refusals import RecentRefusals
 
 log = logging.getLogger("clusterlink.egress")
 audit = logging.getLogger("clusterlink.audit")
@@ -66,7 +67,9 @@ class ImportManager:
         max_connections: int = 0,
         idle_timeout: float = 0,
         dns_zone: str | None = None,
+        refusals: RecentRefusals | None = None,
     ) -> None:
+        self.refusals = refusals if refusals is not None else RecentRefusals()
         self.metrics = metrics
         self.dns_zone = dns_zone  # names are ``<import>.<zone>`` when the gateway answers DNS
         self.max_connections = max_connections
@@ -228,6 +231,7 @@ class ImportManager:
         if self.max_connections and len(state.active) >= self.max_connections:
             self.metrics.import_failures.labels(name).inc()
             log.warning("import connection limit reached", extra={"import": name})
+            self.refusals.add("egress", None, None, "connection-limit", import_name=name)
             relay.reset()
             return
         state.active.add(relay)
@@ -318,6 +322,7 @@ class ImportManager:
             break
         if attempt.chosen is None:
             m.import_failures.labels(entry.name).inc()
+            self._refused(entry.name, attempt)
             relay.reset()
         await relay.closed
         m.egress_active.dec()
@@ -330,6 +335,37 @@ class ImportManager:
                 {"client": client_ip, "import": entry.name}, relay.bytes_in, relay.bytes_out
             ),
         )
+
+    def _refused(self, name: str, attempt: ConnectionAttempt) -> None:
+        """Remember a client connection no source carried: the last source tried, what it
+        answered and, if our egress policy refused it, the deciding policy."""
+        last = attempt.tried[-1] if attempt.tried else {}
+        result = str(last.get("result", "no source"))
+        if result == "client gone":
+            return
+        decision = attempt.decision
+        denied = result == "denied by egress policy" and decision is not None
+        self.refusals.add(
+            "egress",
+            last.get("peer"),
+            last.get("export"),
+            _refusal_class(result),
+            policy=(decision.policy or DEFAULT_DENY_LABEL) if denied and decision else None,
+            decision=str(decision) if denied else None,
+            import_name=name,
+            detail=result[:200],
+        )
+
+
+def _refusal_class(result: str) -> str:
+    """The reason class of an egress step's result (see ``_connect``)."""
+    if result == "denied by egress policy":
+        return "denied"
+    if result.startswith("unreachable"):
+        return "unreachable"
+    if result[:3].isdigit():
+        return "peer-refused"
+    return result.replace(" ", "-")
 
 
 def _fd_name(import_name: str) -> str:

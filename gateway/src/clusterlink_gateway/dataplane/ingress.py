@@ -28,8 +28,9 @@ from ..policy.attributes import (
 )
 from ..policy.engine import PolicyEngine
 from ..registry import Registry
-from .attempt import ConnectionAttempt
+from .attempt import DEFAULT_DENY_LABEL, ConnectionAttempt
 from .explain import Explainer
+from .refusals import RecentRefusals
 from .request import RequestError, parse_connect, parse_explain, shorten
 
 log = logging.getLogger("clusterlink.ingress")
@@ -57,7 +58,9 @@ class IngressHandler:
         admission: Admission = OPEN,
         reverse_links: int = 2,
         explainer: Explainer | None = None,
+        refusals: RecentRefusals | None = None,
     ) -> None:
+        self.refusals = refusals if refusals is not None else RecentRefusals()
         self.reverse_links = reverse_links
         self.metrics = metrics
         self.explainer = explainer
@@ -109,11 +112,22 @@ class IngressHandler:
         return out
 
     def _refuse(
-        self, req: IncomingStream, status: int, reason: str, message: str, **extra: Any
+        self,
+        req: IncomingStream,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        document: dict[str, Any] | None = None,
+        **recent: Any,
     ) -> None:
-        """Answer a refusal (JSON reason) and count it by calling peer and reason class."""
+        """Answer a refusal (JSON reason, plus ``document`` fields) and count it by calling
+        peer and reason class; a refused CONNECT is remembered in ``refusals`` (``recent``:
+        export, policy, decision)."""
         self.metrics.ingress_refused.labels(req.peer, reason).inc()
-        req.answer(status, _json(status, message, **extra))
+        if req.method == "CONNECT":
+            self.refusals.add("ingress", req.peer, recent.pop("export", None), reason, **recent)
+        req.answer(status, _json(status, message, **(document or {})))
 
     async def _connect(self, req: IncomingStream) -> None:
         caller = req.peer
@@ -138,7 +152,8 @@ class IngressHandler:
         entry = self.registry.objects[EXPORTS.plural].get(export_name)
         if entry is None:
             log.info("connect for unknown export", extra={"peer": caller, "export": export_name})
-            self._refuse(req, 404, "unknown-export", f"export {export_name!r} not found")
+            message = f"export {export_name!r} not found"
+            self._refuse(req, 404, "unknown-export", message, export=export_name)
             return
         export = entry.obj
         assert isinstance(export, Export)
@@ -148,7 +163,9 @@ class IngressHandler:
                 extra={"peer": caller, "export": export_name, "client_address": _address(req)},
             )
             message = f"peer {caller!r} is not in allowed_peers of {export_name!r}"
-            self._refuse(req, 403, "not-allowed", message)
+            self._refuse(
+                req, 403, "not-allowed", message, export=export_name, policy="allowed_peers"
+            )
             return
         peer = self._caller(caller)
         client_ip = asserted_client_ip(
@@ -178,8 +195,16 @@ class IngressHandler:
                 },
             )
             # the importer logs the same explanation (its refusal line names our policy)
-            message = f"denied by ingress policy ({decision})"
-            self._refuse(req, 403, "denied", message, decision=_refusal_document(attempt))
+            self._refuse(
+                req,
+                403,
+                "denied",
+                f"denied by ingress policy ({decision})",
+                document={"decision": _refusal_document(attempt)},
+                export=export_name,
+                policy=decision.policy or DEFAULT_DENY_LABEL,
+                decision=str(decision),
+            )
             return
         loop = asyncio.get_running_loop()
         try:
@@ -193,7 +218,7 @@ class IngressHandler:
             log.warning(
                 "export dial failed", extra={"peer": caller, "export": export_name, "error": reason}
             )
-            self._refuse(req, 502, "export-unreachable", reason)
+            self._refuse(req, 502, "export-unreachable", reason, export=export_name)
             return
         stream = req.accept()
         relay.attach(stream)

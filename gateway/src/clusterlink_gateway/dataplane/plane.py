@@ -25,6 +25,7 @@ from .explain import Explainer
 from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
+from .refusals import RecentRefusals
 
 log = logging.getLogger("clusterlink.dataplane")
 
@@ -54,6 +55,7 @@ class DataPlane:
         self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
         self._links: set[Any] = set()  # ServerLinks: accepted links and our reverse links
         self.peers = PeerManager(config, self.tls, server_links=self._links)
+        self.refusals = RecentRefusals()  # the last refused connections (the fabric page)
         self.imports = ImportManager(
             registry,
             self.peers,
@@ -65,6 +67,7 @@ class DataPlane:
             max_connections=config.dataplane.max_connections_per_import,
             idle_timeout=config.dataplane.idle_timeout,
             dns_zone=config.dns.zone if config.dns is not None else None,
+            refusals=self.refusals,
         )
         self.explainer = Explainer(
             registry,
@@ -84,6 +87,7 @@ class DataPlane:
             admission=self.admission,
             reverse_links=config.dataplane.links_per_peer,
             explainer=self.explainer,
+            refusals=self.refusals,
         )
         self.peers.handler = self.ingress
         self._server: asyncio.AbstractServer | None = None

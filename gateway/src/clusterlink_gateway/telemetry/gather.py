@@ -19,12 +19,11 @@ WORKER_TIMEOUT = 5.0  # a scrape waits this long for a worker (Prometheus' defau
 Fetch = Callable[[float], Awaitable[bytes | None]]
 
 
-async def gather(
+async def collect(
     main: CollectorRegistry, workers: Mapping[str, Fetch], within: float = WORKER_TIMEOUT
-) -> bytes:
-    """The exposition of ``main`` and of every worker (asked at once), each sample labelled
-    ``worker``; a worker that does not answer is left out and reported by
-    ``clusterlink_worker_up 0``."""
+) -> tuple[list[Metric], dict[str, bool]]:
+    """The families of ``main`` and of every worker (asked at once) merged, each sample
+    labelled ``worker``, and which processes answered (``"0"``: the main process)."""
     names = list(workers)
     replies = await asyncio.gather(*(workers[n](within) for n in names))
     sources: list[tuple[str, list[Metric]]] = [(MAIN, list(main.collect()))]
@@ -39,4 +38,14 @@ async def gather(
         answered[name] = families is not None
         if families is not None:
             sources.append((name, families))
-    return render([*merge(sources), worker_up(answered)])
+    return merge(sources), answered
+
+
+async def gather(
+    main: CollectorRegistry, workers: Mapping[str, Fetch], within: float = WORKER_TIMEOUT
+) -> bytes:
+    """The exposition of ``main`` and of every worker (asked at once), each sample labelled
+    ``worker``; a worker that does not answer is left out and reported by
+    ``clusterlink_worker_up 0``."""
+    families, answered = await collect(main, workers, within)
+    return render([*families, worker_up(answered)])
