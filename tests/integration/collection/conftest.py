@@ -82,6 +82,28 @@ class CallbackModule(CallbackBase):
 """
 
 
+# A play that runs the peering role's preflight, then shows the Peer objects it would write
+# to each gateway (``__clusterlink_peering_peers``, from its vars/main.yml) in a task named
+# "Rendered peers".
+RENDER_PEERS_PLAY: dict[str, Any] = {
+    "hosts": "clusterlink_gateways",
+    "gather_facts": False,
+    "tasks": [
+        {
+            "name": "Preflight",
+            "ansible.builtin.import_role": {
+                "name": "clusterlink.fabric.peering",
+                "tasks_from": "preflight",
+            },
+        },
+        {
+            "name": "Rendered peers",
+            "ansible.builtin.debug": {"var": "__clusterlink_peering_peers"},
+        },
+    ],
+}
+
+
 class Run:
     """The outcome of one ansible-playbook run."""
 

@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import REPO, Ansible, Run
+from .conftest import RENDER_PEERS_PLAY, REPO, Ansible, Run
 
 CLOUD = REPO / "inventories" / "cloud"
 RECORDED = Path(__file__).resolve().parent / "cloud_hosts"
@@ -340,23 +340,7 @@ def test_public_vms_pass_and_peer_over_public_addresses(
     """
     expected = EXPECTED[name]
     inventory = build_inventory(tmp_path / "inventory", name, drop=(expected["private"],))
-    play = {
-        "hosts": "clusterlink_gateways",
-        "gather_facts": False,
-        "tasks": [
-            {
-                "name": "Preflight",
-                "ansible.builtin.import_role": {
-                    "name": "clusterlink.fabric.peering",
-                    "tasks_from": "preflight",
-                },
-            },
-            {
-                "name": "Rendered peers",
-                "ansible.builtin.debug": {"var": "__clusterlink_peering_peers"},
-            },
-        ],
-    }
+    play = RENDER_PEERS_PLAY
     run = _play(ansible, [play], inventory)
     assert run.returncode == 0, run.output
     rendered = next(t for t in run.tasks if t["name"] == "Rendered peers")["hosts"]

@@ -25,7 +25,7 @@ import yaml
 
 from support.gateway import GatewayProcess, free_port, stored
 
-from .conftest import REPO, Ansible, Run
+from .conftest import RENDER_PEERS_PLAY, REPO, Ansible, Run
 
 LOCAL = ("-e", "ansible_become=false")
 SITE = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
@@ -67,23 +67,7 @@ def _host(**extra: Any) -> dict[str, Any]:
 
 
 def _rendered(ansible: Ansible, hosts: dict[str, dict[str, Any]]) -> dict[str, list[dict]]:
-    play = {
-        "hosts": "clusterlink_gateways",
-        "gather_facts": False,
-        "tasks": [
-            {
-                "name": "Preflight",
-                "ansible.builtin.import_role": {
-                    "name": "clusterlink.fabric.peering",
-                    "tasks_from": "preflight",
-                },
-            },
-            {
-                "name": "Rendered peers",
-                "ansible.builtin.debug": {"var": "__clusterlink_peering_peers"},
-            },
-        ],
-    }
+    play = RENDER_PEERS_PLAY
     run = ansible.play([play], inventory=ansible.inventory(hosts), args=LOCAL)
     assert run.returncode == 0, run.output[-4000:]
     rendered = next(t for t in run.tasks if t["name"] == "Rendered peers")["hosts"]
