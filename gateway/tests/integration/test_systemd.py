@@ -131,4 +131,4 @@ def test_link_waits_for_a_restarting_peer(fabric: Fabric, manager: ServiceManage
     time.sleep(3)  # longer than the importer's connect_timeout (2 s)
     manager.start(cl1)
     thread.join(20)
-    assert result == ["cl1"]
+    assert result == ["cl1"], fabric["cl0"].log_text()[-6000:]
