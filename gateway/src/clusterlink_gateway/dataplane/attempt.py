@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from ..metrics import Metrics
 from ..policy.attributes import IPAddress
-from ..policy.engine import Decision, PolicyEngine
+from ..policy.engine import DEFAULT_DENY_NAME, Decision, PolicyEngine
 from ..policy.explain import Explanation, explain
 
 Side = Literal["egress", "ingress"]
-DEFAULT_DENY_LABEL = "<default deny>"
+DEFAULT_DENY_LABEL = DEFAULT_DENY_NAME  # the engine's name for its default deny
 
 
 class ConnectionAttempt:
