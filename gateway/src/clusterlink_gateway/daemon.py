@@ -117,6 +117,7 @@ class Daemon:
                 f"{exc.strerror}"
             ) from None
         await self.registry.load()
+        await self.dataplane.serve()  # not before: a peer would be refused as unknown
         systemd.close_unclaimed()
         await self._start_names()
         await self._start_admin()

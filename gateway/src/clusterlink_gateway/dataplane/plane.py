@@ -180,6 +180,8 @@ class DataPlane:
         yield from certificate_expiry(self.certificates())
 
     async def start(self) -> None:
+        """Bind the peer listener (connections queue) and start the imports; ``serve`` once
+        the registry is loaded, so that no peer is refused as unknown while it loads."""
         listen = self.config.listen
         sock = systemd.listening_socket(
             "peer", listen.address, listen.port, reuse_port=self.config.workers > 1
@@ -196,9 +198,16 @@ class DataPlane:
             sock=sock,
             admission=self.admission,
             reverse=self.peers,
+            start_serving=False,
         )
         self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()
+
+    async def serve(self) -> None:
+        """Accept peer links (the objects are loaded)."""
+        assert self._server is not None
+        await self._server.start_serving()
+        listen = self.config.listen
         log.info("peer listener started", extra={"address": f"{listen.address}:{listen.port}"})
 
     def _handshake_failed(self, reason: str) -> None:

@@ -99,6 +99,7 @@ class Worker:
         await self.store.open()
         await self.plane.start()
         await self.registry.load()
+        await self.plane.serve()
         log.info("data-plane worker started", extra={"pid": os.getpid()})
         tasks = [loop.create_task(self._follow_store(), name="follow-store")]
         if self.metrics_fd is not None:

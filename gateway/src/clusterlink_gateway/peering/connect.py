@@ -69,6 +69,7 @@ async def start_peer_server(
     max_handshakes_per_source: int = MAX_HANDSHAKES_PER_SOURCE,
     gate: HandshakeGate | None = None,
     reverse: ReverseHost | None = None,
+    start_serving: bool = True,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -81,7 +82,8 @@ async def start_peer_server(
     ``max_handshakes`` connections (``max_handshakes_per_source`` from one source) may be
     unauthenticated at once; further ones are reset at accept (reason ``overload``). Pass
     ``gate`` to read its counts (it then holds the caps). ``reverse`` accepts reverse links
-    (without it, every reverse link is refused, reason ``reverse-unexpected``).
+    (without it, every reverse link is refused, reason ``reverse-unexpected``). With
+    ``start_serving`` false, connections queue until ``Server.start_serving()``.
     """
     lim = replace(
         limits or Limits(),
@@ -108,6 +110,7 @@ async def start_peer_server(
         reuse_port=None if sock else reuse_port or None,
         backlog=backlog,
         sock=sock,
+        start_serving=start_serving,
     )
 
 
