@@ -321,13 +321,7 @@ def test_fabric_json_counts_every_worker(fabric: Fabric) -> None:
     (over the telemetry channel); peers and refusals are the main process's, as it says."""
     cl0 = fabric.start("cl0", extra={"workers": 2, **metrics_config()})
     port = cl0.config["metrics"]["port"]
-    fabric.export_echo("cl1")
-    fabric.allow_all("cl0", "cl1")
-    fabric.add_peer("cl0", "cl1")
-    fabric.client("cl0").create(
-        "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl1"}]}}
-    )
-    import_port = fabric.import_port("cl0", "http-echo")
+    import_port = fabric.link_service("cl1", "cl0", "http-echo", fabric.echo_port("cl1"))
     worker = re.compile(r'clusterlink_import_connections_total\{[^}]*worker="1"[^}]*\} ([0-9.]+)')
     made, deadline = 0, time.monotonic() + DEADLINE
     while True:  # SO_REUSEPORT spreads clients: go on until the worker carried some

@@ -99,13 +99,7 @@ def test_metrics_listener_covers_every_worker_and_serves_nothing_else(fabric: Fa
     fabric.start("cl0", extra=metrics_config())
     cl1 = fabric.start("cl1", extra={"workers": 2, **metrics_config()})
     port = cl1.config["metrics"]["port"]
-    fabric.export_echo("cl0")
-    fabric.allow_all("cl0", "cl1")
-    fabric.add_peer("cl1", "cl0")
-    fabric.client("cl1").create(
-        "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl0"}]}}
-    )
-    import_port = fabric.import_port("cl1", "http-echo")
+    import_port = fabric.link_service("cl0", "cl1", "http-echo", fabric.echo_port("cl0"))
     name = "clusterlink_import_connections_total"
 
     # SO_REUSEPORT spreads connections over the main process and the worker: keep connecting
