@@ -291,3 +291,39 @@ class ClientLoop:
 
 def no_failures(counts: Mapping[str, Mapping[str, int]]) -> bool:
     return all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values())
+
+
+def key_body_lines(pem: str) -> list[str]:
+    """The base64 lines of every PRIVATE KEY block in a PEM text."""
+    lines, inside = [], False
+    for line in pem.splitlines():
+        if line.startswith("-----BEGIN") and "PRIVATE KEY" in line:
+            inside = True
+        elif line.startswith("-----END"):
+            inside = False
+        elif inside and line.strip() and ":" not in line:
+            lines.append(line.strip())
+    return lines
+
+
+def assert_no_private_key(fab: Fabric, hosts: Iterable[str], output: str) -> None:
+    """Neither a PEM private-key marker nor any line of the real keys' base64 bodies (each
+    gateway's key on its host, every key in the controller's PKI directory, the CA's
+    included) appears in ``output`` (a playbook's ``-vvv --diff`` output)."""
+    assert len(output) > 100_000, "expected -vvv output"
+    keys: dict[str, list[str]] = {}
+    for h in hosts:
+        keys[f"{h}:gateway.key"] = key_body_lines(fab.sh(h, "cat /etc/clusterlink/tls/gateway.key"))
+    for path in sorted(fab.pki_dir.rglob("*")):
+        if path.is_file() and "PRIVATE KEY" in path.read_text(errors="replace"):
+            keys[str(path)] = key_body_lines(path.read_text())
+    assert any("ca" in name.lower() for name in keys if name.startswith("/")), keys.keys()
+    assert all(len(v) >= 2 for v in keys.values()), keys
+    assert "PRIVATE KEY" not in output
+    leaks = [
+        (name, line)
+        for name, lines in keys.items()
+        for line in lines
+        if len(line) >= 16 and line in output
+    ]
+    assert not leaks, leaks

@@ -20,6 +20,9 @@ Site c imports b's ``web`` twice with allocated ports (``early``, then ``bk``), 
 does not hold the first port of the range: the backup test removes ``early``, rebuilds c and
 restores it from a backup, where a fresh allocation would move ``bk`` to the first port.
 
+site.yml from bare hosts and rotate_certificates.yml run with ``-vvv --diff``: neither output
+may hold a private-key marker or any line of the real keys (the gateways', the CA's).
+
 Run: ``.venv/bin/python -m pytest -m lab tests/integration/lab_e2e/test_scenarios.py`` (root).
 """
 
@@ -41,7 +44,16 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .support import REPO, UNIT, ClientLoop, Fabric, can_run, create_lab, no_failures
+from .support import (
+    REPO,
+    UNIT,
+    ClientLoop,
+    Fabric,
+    assert_no_private_key,
+    can_run,
+    create_lab,
+    no_failures,
+)
 
 pytestmark = [
     pytest.mark.lab,
@@ -121,8 +133,9 @@ def fab(tmp_path_factory):
 
 
 def test_site_from_bare_hosts(fab):
-    recap, _ = fab.playbook("site")
+    recap, out = fab.playbook("site", "-vvv", "--diff")
     assert set(recap) == set(SITES) and no_failures(recap), recap
+    assert_no_private_key(fab, SITES, out)
     for h in SITES:
         fab.start_web(h, h)
 
@@ -429,8 +442,9 @@ def test_rotation_keeps_a_long_transfer(fab):
     certs = "/etc/clusterlink/tls/gateway.crt /etc/clusterlink/tls/admin.crt"
     before = {h: fab.sh(h, f"sha256sum {certs}") for h in SITES}
     operator = (fab.pki_dir / "operator.crt").read_bytes()
-    recap, _ = fab.playbook("rotate_certificates")
+    recap, out = fab.playbook("rotate_certificates", "-vvv", "--diff")
     assert no_failures(recap), recap
+    assert_no_private_key(fab, SITES, out)  # the new keys
     # The admin listener's certificates and the operator's are renewed too (the operator's
     # once per run), and the listener serves the new operator certificate.
     assert (fab.pki_dir / "operator.crt").read_bytes() != operator
