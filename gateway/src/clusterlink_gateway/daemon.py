@@ -34,6 +34,7 @@ from .config import (
     tls_settings,
 )
 from .dataplane import DataPlane
+from .dataplane.refusals import merge as merge_refusals
 from .dataplane.workers import WorkerPool
 from .logs import setup_logging
 from .model.objects import Kind
@@ -44,7 +45,7 @@ from .peering.tls import AdminTLS
 from .registry import Entry, Registry
 from .store.sqlite import Store
 from .telemetry.fabric import snapshot
-from .telemetry.gather import Fetch, collect, gather
+from .telemetry.gather import Fetch, collect, gather, gather_documents
 from .telemetry.listener import MetricsServer
 from .telemetry.tls import server_context
 
@@ -349,22 +350,24 @@ class Daemon:
             raise StartupError(f"metrics.tls: {exc}") from None
         workers = self.workers
 
-        def fetchers() -> dict[str, Fetch]:
-            return workers.metrics_fetchers() if workers is not None else {}
+        recent = self.dataplane.refusals
+
+        def fetchers(kind: str = "metrics") -> dict[str, Fetch]:
+            return workers.metrics_fetchers(kind) if workers is not None else {}
 
         async def scrape() -> bytes:
             return await gather(metrics.registry, fetchers())
 
         async def fabric() -> dict[str, Any]:
-            families, answered = await collect(metrics.registry, fetchers())
-            recent = self.dataplane.refusals if self.dataplane is not None else None
+            (families, answered), documents = await asyncio.gather(
+                collect(metrics.registry, fetchers()),
+                gather_documents(
+                    {"recent": recent.recent(), "total": recent.total}, fetchers("refusals")
+                ),
+            )
+            refusals, total = merge_refusals(documents)
             return snapshot(
-                self.registry,
-                self.info,
-                families,
-                answered,
-                recent.recent() if recent is not None else [],
-                refusals_total=recent.total if recent is not None else 0,
+                self.registry, self.info, families, answered, refusals, refusals_total=total
             )
 
         counter = metrics.metrics_refusals

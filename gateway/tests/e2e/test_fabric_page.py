@@ -317,8 +317,8 @@ def test_fabric_page_assets_and_switch(fabric: Fabric) -> None:
 
 
 def test_fabric_json_counts_every_worker(fabric: Fabric) -> None:
-    """With ``workers: 2`` the import's connections on the page are those of both processes
-    (over the telemetry channel); peers and refusals are the main process's, as it says."""
+    """With ``workers: 2`` the import's connections and the refusals on the page are those of
+    both processes (over the telemetry channel); peers are the main process's, as it says."""
     cl0 = fabric.start("cl0", extra={"workers": 2, **metrics_config()})
     port = cl0.config["metrics"]["port"]
     import_port = fabric.link_service("cl1", "cl0", "http-echo", fabric.echo_port("cl1"))
@@ -346,3 +346,18 @@ def test_fabric_json_counts_every_worker(fabric: Fabric) -> None:
         state=page,
     )
     assert doc["processes"]["answered"] == ["0", "1"] and doc["processes"]["scope"]
+
+    # Denied from now on: each process records the refusals of the clients it took.
+    fabric.client("cl0").create("policies", deny_export("no-echo", "http-echo"))
+
+    def refused_by() -> set[str]:
+        for _ in range(10):
+            get(import_port)
+        doc = page()
+        return {r["worker"] for r in doc["refusals"] if r["import_name"] == "http-echo"}
+
+    wait_until("refusals from both processes", lambda: refused_by() == {"0", "1"}, state=page)
+    doc = page()
+    assert doc["refusals_total"] >= len(doc["refusals"]) >= 2
+    times = [r["time"] for r in doc["refusals"]]
+    assert times == sorted(times, reverse=True)  # one list, newest first

@@ -4,6 +4,7 @@ main process's channel to a worker (a real socketpair, a real worker-side server
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -12,6 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from clusterlink_gateway.dataplane.refusals import RecentRefusals
+from clusterlink_gateway.dataplane.refusals import merge as merge_refusals
 from clusterlink_gateway.metrics import Metrics
 from clusterlink_gateway.telemetry.channel import WorkerMetricsClient, serve_worker_metrics
 from clusterlink_gateway.telemetry.families import decode, encode, merge, render
@@ -116,3 +119,41 @@ async def test_channel_answers_drops_a_late_reply_and_ends_with_the_worker() -> 
     finally:
         client.close()
         worker.join(10)
+
+
+@pytest.mark.asyncio
+async def test_channel_answers_each_kind_and_nothing_for_an_unknown_one() -> None:
+    """``refusals`` gets its own answer on the same pair; an unknown kind an empty one."""
+    ours, theirs = socket.socketpair()
+    serve = serve_worker_metrics(theirs, lambda: b"families", refusals=lambda: b'{"total": 3}')
+    worker = threading.Thread(target=asyncio.run, args=(serve,))
+    worker.start()
+    client = WorkerMetricsClient(ours)
+    try:
+        assert await client.fetch(10) == b"families"
+        assert await client.fetch(10, kind="refusals") == b'{"total": 3}'
+        assert await client.fetch(10, kind="nonsense") == b""
+        assert await client.fetch(10, kind="metrics") == b"families"
+    finally:
+        client.close()
+        worker.join(10)
+
+
+def test_refusals_of_every_process_merge_newest_first() -> None:
+    main, worker = (
+        RecentRefusals(size=3, clock=iter([1.0, 4.0]).__next__),
+        RecentRefusals(size=3, clock=iter([2.0, 3.0, 5.0]).__next__),
+    )
+    main.add("egress", "cl1", "web", "denied")
+    main.add("egress", "cl1", "web", "denied")
+    for _ in range(3):
+        worker.add("ingress", "cl2", "db", "not-allowed")
+    docs = {"0": json.loads(main.encode()), "1": json.loads(worker.encode())}
+    rows, total = merge_refusals(docs, size=4)
+    assert [(r["time"], r["worker"]) for r in rows] == [
+        (5.0, "1"),
+        (4.0, "0"),
+        (3.0, "1"),
+        (2.0, "1"),
+    ]
+    assert total == 5

@@ -7,6 +7,7 @@ a reason class), never a client address.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,3 +51,21 @@ class RecentRefusals:
     def recent(self) -> list[dict[str, Any]]:
         """Newest first, as JSON-ready dicts."""
         return [asdict(r) for r in reversed(self._ring)]
+
+    def encode(self) -> bytes:
+        """``recent()`` and ``total`` as JSON (a worker's answer to the main process)."""
+        return json.dumps({"recent": self.recent(), "total": self.total}).encode()
+
+
+def merge(processes: dict[str, dict[str, Any]], size: int = SIZE) -> tuple[list[dict], int]:
+    """Refusals of several processes (``{"0": {"recent": [...], "total": N}, ...}``): the
+    newest ``size`` of all, each labelled with its ``worker``, and the sum of the totals."""
+    rows = [
+        {**row, "worker": worker}
+        for worker, doc in processes.items()
+        for row in doc.get("recent", [])
+        if isinstance(row, dict)
+    ]
+    rows.sort(key=lambda row: row.get("time") or 0.0, reverse=True)
+    total = sum(int(doc.get("total", 0)) for doc in processes.values())
+    return rows[:size], total

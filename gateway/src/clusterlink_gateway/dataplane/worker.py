@@ -107,7 +107,11 @@ class Worker:
             registry = self.plane.metrics.registry
             tasks.append(
                 loop.create_task(
-                    serve_worker_metrics(sock, lambda: encode(registry.collect())),
+                    serve_worker_metrics(
+                        sock,
+                        lambda: encode(registry.collect()),
+                        refusals=lambda: self.plane.refusals.encode(),
+                    ),
                     name="metrics-channel",
                 )
             )

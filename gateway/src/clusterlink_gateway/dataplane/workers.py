@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -65,9 +66,14 @@ class WorkerPool:
             await self._spawn(slot)
             slot.task = loop.create_task(self._supervise(slot), name=f"worker-{slot.index}")
 
-    def metrics_fetchers(self) -> dict[str, Fetch]:
-        """Per worker index ("1", "2", ...): ask that worker for its metrics."""
-        return {str(s.index): s.metrics.fetch for s in self._slots if s.metrics is not None}
+    def metrics_fetchers(self, kind: str = "metrics") -> dict[str, Fetch]:
+        """Per worker index ("1", "2", ...): ask that worker about ``kind`` (see
+        ``telemetry.channel``)."""
+        return {
+            str(s.index): functools.partial(s.metrics.fetch, kind=kind)
+            for s in self._slots
+            if s.metrics is not None
+        }
 
     async def _spawn(self, slot: _Slot) -> None:
         if slot.metrics is not None:

@@ -2,10 +2,12 @@
 
 ``WorkerPool`` creates one ``socket.socketpair()`` per worker it spawns and hands the child's
 end over by file descriptor (``--metrics-fd``): nothing on the file system, nobody else can
-connect, and the pair closes when either process ends. One exchange per scrape:
+connect, and the pair closes when either process ends. One exchange per question:
 
-* main -> worker: ``<seq>\\n``
-* worker -> main: ``<seq> <length>\\n`` then ``length`` bytes of ``families.encode`` output.
+* main -> worker: ``<seq> <kind>\\n`` (kind ``metrics``, or ``refusals`` for the fabric page;
+  a bare ``<seq>\\n`` asks for metrics)
+* worker -> main: ``<seq> <length>\\n`` then ``length`` bytes: ``families.encode`` output for
+  ``metrics``, a JSON document for ``refusals``; an unknown kind gets an empty answer.
 
 A worker that answers late is not waited for: the scrape marks it down
 (``clusterlink_worker_up 0``) and its late reply, matched by ``seq``, is dropped.
@@ -36,8 +38,9 @@ class WorkerMetricsClient:
         self._seq = 0
         self.closed = False
 
-    async def fetch(self, within: float) -> bytes | None:
-        """The worker's encoded families, or None if it does not answer ``within`` seconds."""
+    async def fetch(self, within: float, kind: str = "metrics") -> bytes | None:
+        """The worker's answer about ``kind`` (its encoded families for ``metrics``), or None
+        if it does not answer ``within`` seconds."""
         if self.closed:
             return None
         loop = asyncio.get_running_loop()
@@ -50,7 +53,7 @@ class WorkerMetricsClient:
                 if self._writer is None:
                     reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
                     self._reader_task = loop.create_task(self._read(reader))
-                self._writer.write(b"%d\n" % seq)
+                self._writer.write(b"%d %s\n" % (seq, kind.encode()))
                 await self._writer.drain()
                 return await reply
         except TimeoutError:
@@ -96,16 +99,22 @@ class WorkerMetricsClient:
             task.cancel()
 
 
-async def serve_worker_metrics(sock: socket.socket, collect: Callable[[], bytes]) -> None:
-    """The worker's end: answer every request with ``collect()`` until the pair closes."""
+async def serve_worker_metrics(
+    sock: socket.socket, collect: Callable[[], bytes], **more: Callable[[], bytes]
+) -> None:
+    """The worker's end: answer every request with ``collect()`` (kind ``metrics``) or the
+    function named by its kind in ``more``, until the pair closes."""
+    answers = {"metrics": collect, **more}
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
         while True:
             line = await reader.readline()
             if not line.endswith(b"\n"):
                 return
-            seq = int(line)
-            body = collect()
+            seq_text, _, kind = line.decode().strip().partition(" ")
+            seq = int(seq_text)
+            answer = answers.get(kind or "metrics")
+            body = answer() if answer is not None else b""
             writer.write(b"%d %d\n" % (seq, len(body)) + body)
             await writer.drain()
     except (OSError, ValueError) as exc:

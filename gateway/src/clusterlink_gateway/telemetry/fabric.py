@@ -6,8 +6,9 @@ with connection counts and bytes, and the last refused connections with the deci
 Object specs add only names (import sources, ``allowed_peers``) and an import's listen address;
 no export backend address, no client address.
 
-Connection counts and bytes are summed over every process that answered (``workers``); peer
-state (links, heartbeats) and the refusals are the main process's.
+Connection counts and bytes are summed over every process that answered (``workers``), and
+the refusals are the newest of every process (each row names its ``worker``); peer state
+(links, heartbeats) is the main process's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from prometheus_client.metrics_core import Metric
 from ..model.objects import KINDS, Export, Import, Peer
 from ..registry import Registry
 
-SCOPE_ALL = "connections and bytes: every process that answered"
-SCOPE_MAIN = "peer links, heartbeats and refusals: the main process only"
+SCOPE_ALL = "connections, bytes and refusals: every process that answered"
+SCOPE_MAIN = "peer links and heartbeats: the main process only"
 
 # (sample name, field) summed per import / per export
 IMPORT_SAMPLES = {

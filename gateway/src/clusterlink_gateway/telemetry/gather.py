@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -49,3 +51,25 @@ async def gather(
     ``clusterlink_worker_up 0``."""
     families, answered = await collect(main, workers, within)
     return render([*families, worker_up(answered)])
+
+
+async def gather_documents(
+    main: dict[str, Any], workers: Mapping[str, Fetch], within: float = WORKER_TIMEOUT
+) -> dict[str, dict[str, Any]]:
+    """JSON answers of every worker (asked at once) next to ``main``'s own, by process
+    (``"0"``: the main process); a worker that does not answer, or answers nonsense, is left
+    out."""
+    names = list(workers)
+    replies = await asyncio.gather(*(workers[n](within) for n in names))
+    out = {MAIN: main}
+    for name, reply in zip(names, replies, strict=True):
+        if not reply:
+            continue
+        try:
+            doc = json.loads(reply)
+        except ValueError as exc:
+            log.warning("worker answer unreadable", extra={"worker": name, "error": str(exc)})
+            continue
+        if isinstance(doc, dict):
+            out[name] = doc
+    return out
