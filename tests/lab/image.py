@@ -28,6 +28,17 @@ PACKAGES = (
     "ca-certificates",
     "iperf3",
 )
+# More packages for one release. Debian 13's hosts run systemd-resolved (enabled by its package,
+# /etc/resolv.conf on its stub), as many real hosts do: the gateway role's split-DNS drop-in is
+# proven there, the /etc/hosts way on the others.
+SUITE_PACKAGES = {"trixie": ("systemd-resolved",)}
+
+
+def suite_packages(suite: str) -> tuple[str, ...]:
+    """The packages an image of ``suite`` is built with."""
+    return PACKAGES + SUITE_PACKAGES.get(suite, ())
+
+
 # Bump when the customisation below changes, so cached images are rebuilt.
 CUSTOMISATION_VERSION = 2
 # Units that only make sense on real hardware or wait for things a container never has.
@@ -99,8 +110,9 @@ def mirror() -> str:
     raise LabError(f"no URIs: line in {SOURCES_FILE}")
 
 
-def image_is_current(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE) -> bool:
+def image_is_current(packages: tuple[str, ...] | None = None, suite: str = SUITE) -> bool:
     """True if the cached image of ``suite`` exists and was built with the same recipe."""
+    packages = packages or suite_packages(suite)
     image = image_path(suite)
     stamp = _stamp_path(image)
     if not image.is_dir() or not stamp.is_file():
@@ -123,12 +135,13 @@ def _build_prefix(suite: str) -> str:
 
 
 def ensure_image(
-    packages: tuple[str, ...] = PACKAGES, *, rebuild: bool = False, suite: str = SUITE
+    packages: tuple[str, ...] | None = None, *, rebuild: bool = False, suite: str = SUITE
 ) -> Path:
     """Return the cached base image of ``suite``, building it first if missing or stale.
 
     Each release has its own image, stamp, lock and build directories, so images of different
     releases build independently (and in parallel)."""
+    packages = packages or suite_packages(suite)
     image = image_path(suite)
     if not rebuild and image_is_current(packages, suite):
         return image

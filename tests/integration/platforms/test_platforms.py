@@ -15,6 +15,8 @@ key are the lab's (and the ``old`` host is added for the first test).
 * Without it, the mixed fabric deploys, each host's gateway runs on its own Python, and a
   client on west reaches "PostgreSQL" on east (a TCP echo server on 127.0.0.1:5432) at
   127.0.0.1:5432, as the example's comments promise and its policies allow.
+* west runs systemd-resolved (east does not): the role wired the import names into it as a
+  split-DNS drop-in, and a client on west reaches the database by name.
 * Then, on the same fabric, what an operator relies on after a deploy: the service runs
   hardened as its own user on both releases, a second ``site`` changes nothing,
   ``status`` (strict) passes, ``rotate_certificates`` renews without a restart, and
@@ -77,7 +79,8 @@ while True:
 """
 CLIENT = """
 import socket, sys
-s = socket.create_connection(("127.0.0.1", 5432), timeout=5)
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+s = socket.create_connection((host, 5432), timeout=5)
 s.sendall(sys.argv[1].encode())
 s.shutdown(socket.SHUT_WR)
 data = b""
@@ -223,6 +226,28 @@ def test_debian_12_and_13_fabric_carries_the_example_traffic(controller: Control
     else:
         journal = controller.sh("west", "journalctl -u clusterlink-gateway --no-pager -n 40")
         raise AssertionError(f"west -> east db failed: {last}\n{journal.stdout}")
+
+
+def test_import_name_through_systemd_resolved_on_debian_13(controller: Controller) -> None:
+    """west (Debian 13) runs systemd-resolved: the role chose its split-DNS drop-in, not the
+    /etc/hosts block; an application there reaches the database by name, through the stub
+    resolver (127.0.0.53) asking the gateway for ``~clusterlink.internal``. east (Debian 12,
+    no systemd-resolved) got the /etc/hosts way."""
+    assert controller.sh("west", "systemctl is-active systemd-resolved").stdout.strip() == "active"
+    dropin = controller.sh("west", "cat /etc/systemd/resolved.conf.d/clusterlink.conf").stdout
+    assert "Domains=~clusterlink.internal" in dropin and "DNS=127.0.0.1:" in dropin, dropin
+    assert "clusterlink" not in controller.sh("west", "cat /etc/hosts").stdout
+    assert controller.sh("west", "systemctl is-enabled clusterlink-names.path").returncode != 0
+    status = controller.sh("west", "resolvectl status").stdout
+    assert "~clusterlink.internal" in status, status
+    found = controller.sh("west", "getent hosts db.clusterlink.internal")
+    assert found.returncode == 0 and found.stdout.split()[0] == "127.0.0.1", found
+    token = secrets.token_hex(6)
+    by_name = controller.sh("west", f"python3 /root/client.py {token} db.clusterlink.internal")
+    assert by_name.stdout.strip() == f"postgres-stand-in {token}", by_name
+    assert controller.sh("west", "getent hosts nope.clusterlink.internal").returncode != 0
+    assert controller.sh("east", "systemctl is-active systemd-resolved").stdout.strip() != "active"
+    assert controller.sh("east", "systemctl is-enabled clusterlink-names.path").returncode == 0
 
 
 def recap(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
