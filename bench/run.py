@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="length of each load (default 10; quick 2)")
     p.add_argument("--idle", type=int, help="idle connections (default 10000; quick 1000)")
     p.add_argument(
+        "--round-trips", type=int, help="rr-1: timed round trips (default 4000; quick 1000)"
+    )
+    p.add_argument(
         "--variants",
         default="direct,stunnel,gateway",
         help="comma-separated: direct, stunnel, gateway, gateway-reverse (the exporter is an "
@@ -124,9 +127,11 @@ def build_plan(args: argparse.Namespace) -> Plan:
     plan = Plan()
     if args.quick:
         plan.reps, plan.seconds, plan.idle_count, plan.idle_settle, plan.pause = 1, 2, 1000, 1, 0.3
+        plan.round_trips = 1000
     plan.reps = args.reps or plan.reps
     plan.seconds = args.seconds or plan.seconds
     plan.idle_count = args.idle or plan.idle_count
+    plan.round_trips = args.round_trips or plan.round_trips
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
     if unknown:
@@ -167,6 +172,10 @@ def progress(record: dict[str, Any]) -> None:
         bits.append(f"{record['gbps']:.2f} Gbit/s")
         if "cpu_s_per_gb" in record:
             bits.append(f"{record['cpu_s_per_gb']:.2f} CPU-s/GB")
+    if "p50_us" in record:
+        bits.append(f"p50 {record['p50_us']:.0f} us, p99 {record['p99_us']:.0f} us")
+        if "cpu_us_per_rt" in record:
+            bits.append(f"{record['cpu_us_per_rt']:.0f} CPU-us/round trip")
     if "rate" in record:
         bits.append(
             f"{record['rate']:,.0f} req/s, p50 {record['p50_ms']:.2f} ms, "
