@@ -29,6 +29,8 @@ import h2.settings
 import h2.stream
 from hyperframe.frame import DataFrame
 
+from .fastdata import DataShortcut
+
 # HTTP/2 error codes (RFC 9113 section 7) used here.
 NO_ERROR = 0x0
 PROTOCOL_ERROR = 0x1
@@ -532,6 +534,7 @@ class H2Core:
     # Built by ``initiate`` (see there): absent on a core that was never started.
     _h2: _Connection
     _framer: _Framer
+    _shortcut: DataShortcut
 
     def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -574,6 +577,7 @@ class H2Core:
             normalize_outbound_headers=False,
         )
         self._h2 = conn = _Connection(config)
+        self._shortcut = DataShortcut(conn)
         conn.local_settings = h2.settings.Settings(
             client=self.client_side,
             initial_values={
@@ -661,6 +665,16 @@ class H2Core:
         self._process(h2_events)
 
     def _feed_data(self, item: _Data) -> None:
+        if not item.end_stream:
+            try:
+                taken = self._shortcut.receive(item.stream_id, item.payload)
+            except h2.exceptions.ProtocolError as exc:
+                self._h2.close_connection(error_code=exc.error_code)
+                self._failed_by(exc)
+                return
+            if taken:
+                self._data(item.stream_id, len(item.payload), item.payload)
+                return
         try:
             h2_events = self._h2.receive_ready_data(item.stream_id, item.end_stream, item.payload)
         except h2.exceptions.ProtocolError as exc:
@@ -697,7 +711,9 @@ class H2Core:
             self._flush()
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
-        sid, flow, data = ev.stream_id, ev.flow_controlled_length or 0, ev.data
+        self._data(ev.stream_id, ev.flow_controlled_length or 0, ev.data)
+
+    def _data(self, sid: int, flow: int, data: bytes) -> None:
         self._conn_unacked += flow
         if data and sid in self._streams:
             self._events.append(DataReceived(sid, data, flow))
@@ -900,7 +916,8 @@ class H2Core:
             return 0
         frame = conn.max_outbound_frame_size
         if n == len(data) and n <= frame:
-            conn.send_data(stream_id, data)
+            if not self._shortcut.send(stream_id, data):
+                conn.send_data(stream_id, data)
             return n
         view = memoryview(data)
         for off in range(0, n, frame):
