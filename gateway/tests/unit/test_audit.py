@@ -59,14 +59,14 @@ def test_audit_setting_and_log_level(
 
 
 def test_unknown_setting_is_refused() -> None:
-    with pytest.raises(ValueError, match="log.audit"):
+    with pytest.raises(ValueError, match=r"log\.audit"):
         audit.configure("verbose")
 
 
 def test_config_key_is_validated(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "gateway.yaml"
     path.write_text("peer_name: a\nlog: {audit: loud}\n")
-    with pytest.raises(ConfigError, match="log.audit"):
+    with pytest.raises(ConfigError, match=r"log\.audit"):
         load_config(path)
     path.write_text("peer_name: a\nlog: {audit: off}\n")
     assert load_config(path).log.audit == "off"
