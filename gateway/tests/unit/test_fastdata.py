@@ -173,3 +173,19 @@ def test_frame_header() -> None:
     assert fastdata.frame_header(2**31 - 1, 2**24 - 1, 1)[3:5] == bytes([0, 1])
     assert isinstance(h2.exceptions.FlowControlError(), h2.exceptions.ProtocolError)
     assert h2.connection.H2Connection  # the shortcut reads its state: pinned version only
+
+
+def test_a_chunk_that_is_exactly_one_data_frame_is_cut_without_the_walk() -> None:
+    framer = h2core._Framer(server=False, max_frame=16384, max_header=16384, fast=True)
+    frame = fastdata.frame_header(5, 3, flags=1) + b"abc"
+    [item] = framer.feed(frame)
+    assert isinstance(item, h2core._Data)
+    assert (item.stream_id, item.end_stream, item.payload) == (5, True, b"abc")
+    # not exactly one frame: the general walk (same result for the whole, split or joined)
+    assert h2core._whole_data_frame(frame + b"x", 16384) is None
+    assert h2core._whole_data_frame(frame[:-1], 16384) is None
+    assert h2core._whole_data_frame(fastdata.frame_header(0, 3) + b"abc", 16384) is None
+    assert h2core._whole_data_frame(fastdata.frame_header(5, 3, flags=0x8) + b"abc", 16384) is None
+    assert h2core._whole_data_frame(fastdata.frame_header(5, 3) + b"abc", 2) is None
+    split = framer.feed(frame[:4]) + framer.feed(frame[4:])
+    assert [(d.stream_id, d.payload) for d in split if isinstance(d, h2core._Data)] == [(5, b"abc")]

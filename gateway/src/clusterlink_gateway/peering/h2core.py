@@ -377,6 +377,10 @@ class _Framer:
         self._pieces: list[memoryview] = []
 
     def feed(self, data: bytes) -> list[memoryview | _Data]:
+        if self._fast and not (self._left or self._head or self._preface or self._block):
+            one = _whole_data_frame(data, self._max_frame)  # a small message: the common case
+            if one is not None:
+                return [one]
         out: list[memoryview | _Data] = []
         view = memoryview(data)
         pos, n = 0, len(view)
@@ -460,6 +464,17 @@ class _Framer:
                 out.append(view[run:pos])
             return pos
         return run
+
+
+def _whole_data_frame(data: bytes, max_frame: int) -> _Data | None:
+    """``data`` as one unpadded DATA frame if it is exactly that (nothing before or after)."""
+    n = len(data)
+    if n < 10 or data[3] != _DATA or data[4] & _PADDED or n - 9 > max_frame:
+        return None
+    if int.from_bytes(data[:3], "big") != n - 9:
+        return None
+    sid = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+    return _Data(sid, bool(data[4] & _END_STREAM), bytes(data[9:])) if sid else None
 
 
 class _Stream:
