@@ -624,6 +624,10 @@ class H2Core:
         """What to send, as chunks for ``writelines`` (bulk payloads are not copied)."""
         return self._h2.output() if self.started else []
 
+    def has_output(self) -> bool:
+        """True if ``output`` would return something (cheap: no copy)."""
+        return self.started and bool(self._h2._chunks or self._h2._data_to_send)
+
     def pop_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
@@ -925,14 +929,15 @@ class H2Core:
         return rec
 
     def _send_now(self, stream_id: int, data: bytes | memoryview) -> int:
+        if self._shortcut.send(stream_id, data):
+            return len(data)
         conn = self._h2
         n = min(len(data), conn.local_flow_control_window(stream_id))
         if n <= 0:
             return 0
         frame = conn.max_outbound_frame_size
         if n == len(data) and n <= frame:
-            if not self._shortcut.send(stream_id, data):
-                conn.send_data(stream_id, data)
+            conn.send_data(stream_id, data)
             return n
         view = memoryview(data)
         for off in range(0, n, frame):
