@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--variants",
         default="direct,stunnel,gateway",
         help="comma-separated: direct, stunnel, gateway, gateway-reverse (the exporter is an "
-        "outbound-only site reached over reverse links) (default: the first three)",
+        "outbound-only site reached over reverse links), gateway-base (the gateway from "
+        "--base-ref), gateway-audit-off / gateway-audit-debug (log.audit set so) "
+        "(default: the first three)",
     )
     p.add_argument(
         "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
@@ -108,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="REV",
         help="run the gateway from this git revision (default: the working tree)",
     )
+    p.add_argument(
+        "--base-ref",
+        metavar="REV",
+        help="variant gateway-base runs the gateway from this git revision (before/after in "
+        "one run)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--docs", type=Path, default=DOCS, help="Markdown file to update")
     p.add_argument("--no-docs", action="store_true", help="do not update the docs file")
@@ -143,6 +151,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         at = variants.index("gateway")
         named = ["gateway" if w == 1 else f"gateway-w{w}" for w in workers]
         variants[at : at + 1] = named
+    if "gateway-base" in variants and not args.base_ref:
+        raise SystemExit("variant gateway-base needs --base-ref")
     if set(variants) - {"direct", "stunnel"} - {v for v in variants if v.startswith("gateway")}:
         raise SystemExit(f"unknown variant in {args.variants!r}")
     plan.variants = variants
@@ -235,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     source = "?"
     try:
         gateway_env, source = gateway_source(REPO, args.gateway_ref, workdir)
+        base_env = None
+        if args.base_ref:
+            (workdir / "base").mkdir()
+            base_env, base_source = gateway_source(REPO, args.base_ref, workdir / "base")
+            source += f"; gateway-base: {base_source}"
         ctx = Context(
             procs,
             workdir,
@@ -242,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             start_sinks(procs, workdir),
             gateway_log_level=args.gateway_log_level,
             gateway_env=gateway_env,
+            base_env=base_env,
         )
         if not args.profile_only:
             records = run_plan(ctx, plan, progress)
