@@ -64,10 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="length of each load (default 10; quick 2)")
     p.add_argument("--idle", type=int, help="idle connections (default 10000; quick 1000)")
     p.add_argument(
+        "--round-trips", type=int, help="rr-1: timed round trips (default 4000; quick 1000)"
+    )
+    p.add_argument(
         "--variants",
         default="direct,stunnel,gateway",
         help="comma-separated: direct, stunnel, gateway, gateway-reverse (the exporter is an "
-        "outbound-only site reached over reverse links) (default: the first three)",
+        "outbound-only site reached over reverse links), gateway-base (the gateway from "
+        "--base-ref), gateway-audit-off / gateway-audit-debug (log.audit set so) "
+        "(default: the first three)",
     )
     p.add_argument(
         "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
@@ -105,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="REV",
         help="run the gateway from this git revision (default: the working tree)",
     )
+    p.add_argument(
+        "--base-ref",
+        metavar="REV",
+        help="variant gateway-base runs the gateway from this git revision (before/after in "
+        "one run)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--docs", type=Path, default=DOCS, help="Markdown file to update")
     p.add_argument("--no-docs", action="store_true", help="do not update the docs file")
@@ -124,9 +135,11 @@ def build_plan(args: argparse.Namespace) -> Plan:
     plan = Plan()
     if args.quick:
         plan.reps, plan.seconds, plan.idle_count, plan.idle_settle, plan.pause = 1, 2, 1000, 1, 0.3
+        plan.round_trips = 1000
     plan.reps = args.reps or plan.reps
     plan.seconds = args.seconds or plan.seconds
     plan.idle_count = args.idle or plan.idle_count
+    plan.round_trips = args.round_trips or plan.round_trips
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
     if unknown:
@@ -138,6 +151,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         at = variants.index("gateway")
         named = ["gateway" if w == 1 else f"gateway-w{w}" for w in workers]
         variants[at : at + 1] = named
+    if "gateway-base" in variants and not args.base_ref:
+        raise SystemExit("variant gateway-base needs --base-ref")
     if set(variants) - {"direct", "stunnel"} - {v for v in variants if v.startswith("gateway")}:
         raise SystemExit(f"unknown variant in {args.variants!r}")
     plan.variants = variants
@@ -167,6 +182,10 @@ def progress(record: dict[str, Any]) -> None:
         bits.append(f"{record['gbps']:.2f} Gbit/s")
         if "cpu_s_per_gb" in record:
             bits.append(f"{record['cpu_s_per_gb']:.2f} CPU-s/GB")
+    if "p50_us" in record:
+        bits.append(f"p50 {record['p50_us']:.0f} us, p99 {record['p99_us']:.0f} us")
+        if "cpu_us_per_rt" in record:
+            bits.append(f"{record['cpu_us_per_rt']:.0f} CPU-us/round trip")
     if "rate" in record:
         bits.append(
             f"{record['rate']:,.0f} req/s, p50 {record['p50_ms']:.2f} ms, "
@@ -226,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     source = "?"
     try:
         gateway_env, source = gateway_source(REPO, args.gateway_ref, workdir)
+        base_env = None
+        if args.base_ref:
+            (workdir / "base").mkdir()
+            base_env, base_source = gateway_source(REPO, args.base_ref, workdir / "base")
+            source += f"; gateway-base: {base_source}"
         ctx = Context(
             procs,
             workdir,
@@ -233,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             start_sinks(procs, workdir),
             gateway_log_level=args.gateway_log_level,
             gateway_env=gateway_env,
+            base_env=base_env,
         )
         if not args.profile_only:
             records = run_plan(ctx, plan, progress)

@@ -19,6 +19,7 @@ NUMBERS = {
     "http-keepalive": ["rate", "requests", "p50_ms", "p99_ms"],
     "http-close": ["rate", "requests", "p50_ms", "p99_ms"],
     "idle": ["opened", "kib_per_conn"],
+    "rr-1": ["round_trips", "p50_us", "p99_us"],
 }
 
 

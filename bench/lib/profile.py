@@ -8,13 +8,16 @@ that were anywhere on it (inclusive time), as shares of the samples.
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .load import run_iperf, run_wrk
+from .pingpong import ping_pong
 from .proc import BenchError, CpuMeter
 from .tools import ensure_py_spy
 from .tunnels import Context, GatewayPair
@@ -23,6 +26,7 @@ PROFILE_CASES = {
     "tcp-1": ("iperf", "iperf3 -c, 1 stream"),
     "http-keepalive": ("http", "wrk -t2 -c50, keep-alive"),
     "http-close": ("http", "wrk -t2 -c50, Connection: close"),
+    "rr-1": ("echo", "ping-pong, 1 connection, 64-byte messages"),
 }
 
 _H2_FILES = re.compile(
@@ -124,6 +128,8 @@ def profile_case(
         def drive() -> None:
             if kind == "iperf":
                 load["gbps"] = run_iperf(pair.port, seconds + 2, 1).gbps
+            elif kind == "echo":
+                load["p50_us"] = ping_pong_for(pair.port, seconds + 2)
             else:
                 close = case == "http-close"
                 res = run_wrk(pair.port, seconds + 2, close, ctx.workdir / "wrk-report.lua")
@@ -154,6 +160,15 @@ def profile_case(
         "gateways": {role: summarize_stacks(path) for role, path in outputs.items()},
         "files": {role: str(path) for role, path in outputs.items()},
     }
+
+
+def ping_pong_for(port: int, seconds: float) -> float:
+    """Ping-pong for about ``seconds``; the median of the batches' p50 round trip (us)."""
+    deadline = time.monotonic() + seconds
+    p50s = []
+    while time.monotonic() < deadline:
+        p50s.append(ping_pong(port, 1000, warmup=10).p50_us)
+    return statistics.median(p50s)
 
 
 def profile_markdown(profiles: list[dict[str, Any]], version: str, top: int = 8) -> str:

@@ -23,7 +23,7 @@ METRICS = [
     Metric("tcp-1", "cpu_s_per_gb", "CPU-s per GB, 1 stream", "lower", "<= stunnel"),
     Metric("tcp-8", "gbps", "Throughput, 8 streams (Gbit/s)", "higher", ">= 1.0x stunnel"),
     Metric("tcp-8", "cpu_s_per_gb", "CPU-s per GB, 8 streams", "lower", "<= stunnel"),
-    Metric("http-keepalive", "rate", "Keep-alive req/s", "higher"),
+    Metric("http-keepalive", "rate", "Keep-alive req/s (50 clients)", "higher", ">= 1.0x stunnel"),
     Metric("http-keepalive", "p50_ms", "Keep-alive p50 latency (ms)", "lower"),
     Metric("http-keepalive", "p99_ms", "Keep-alive p99 latency (ms)", "lower"),
     Metric("http-keepalive", "cpu_ms_per_req", "Keep-alive CPU-ms per request", "lower"),
@@ -34,6 +34,9 @@ METRICS = [
     Metric("http-close", "p99_ms", "Connection: close p99 latency (ms)", "lower", "< stunnel"),
     Metric("http-close", "cpu_ms_per_req", "Connection: close CPU-ms per connection", "lower"),
     Metric("idle", "kib_per_conn", "KiB per idle relayed connection", "lower", "<= 64 KiB"),
+    Metric("rr-1", "p50_us", "Ping-pong p50 round trip (us)", "lower", "<= stunnel"),
+    Metric("rr-1", "p99_us", "Ping-pong p99 round trip (us)", "lower", "<= stunnel"),
+    Metric("rr-1", "cpu_us_per_rt", "Ping-pong CPU-us per round trip", "lower"),
 ]
 
 BASELINE = "stunnel"
@@ -204,6 +207,45 @@ def workers_findings(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def added_latency(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """rr-1: microseconds each tunnel adds to a round trip over direct TCP, p50 and p99: per
+    repetition against that repetition's direct run, then the median over repetitions."""
+    direct = {
+        r["rep"]: r
+        for r in records
+        if r["case"] == "rr-1" and r["variant"] == "direct" and "error" not in r
+    }
+    added: dict[str, dict[str, list[float]]] = {}
+    for rec in records:
+        base = direct.get(rec["rep"])
+        if rec["case"] != "rr-1" or rec["variant"] == "direct" or "error" in rec or not base:
+            continue
+        for key in ("p50_us", "p99_us"):
+            added.setdefault(rec["variant"], {}).setdefault(key, []).append(rec[key] - base[key])
+    return {
+        variant: {key: statistics.median(vals) for key, vals in keys.items()}
+        for variant, keys in added.items()
+    }
+
+
+def added_latency_table(records: list[dict[str, Any]]) -> str:
+    added = added_latency(records)
+    if not added:
+        return ""
+    lines = [
+        "| added per round trip vs direct (us) | p50 | p99 | p50 / stunnel's | p99 / stunnel's |",
+        "|---|---|---|---|---|",
+    ]
+    ref = added.get(BASELINE, {})
+    for variant, vals in added.items():
+        row = [variant, fmt(vals.get("p50_us")), fmt(vals.get("p99_us"))]
+        for key in ("p50_us", "p99_us"):
+            base, mine = ref.get(key), vals.get(key)
+            row.append(_ratio(mine / base) if base and mine is not None else DASH)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def machine_line(machine: dict[str, Any]) -> str:
     return (
         f"{machine['nproc']} CPUs ({machine['cpu_model']}), {machine['mem_gib']} GiB, "
@@ -242,6 +284,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         table(result["summary"], plan["variants"]),
     ]
+    added = added_latency_table(result["records"])
+    if added:
+        parts += ["", added]
     extra = workers_findings(result["records"]) + notes(result["records"])
     if extra:
         parts += ["", *[f"* {n}" for n in extra]]

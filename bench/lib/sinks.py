@@ -1,6 +1,6 @@
 """The services behind the tunnels, running for the whole session: an iperf3 server, nginx
-answering ``return 200`` (1 worker, access_log off, as perf-anchors), and a sink that holds
-idle connections."""
+answering ``return 200`` (1 worker, access_log off, as perf-anchors), a sink that holds
+idle connections, and an echo server for the ping-pong case."""
 
 from __future__ import annotations
 
@@ -38,13 +38,14 @@ class Sinks:
     iperf: int
     http: int
     hold: int
+    echo: int = 0
 
     def port(self, kind: str) -> int:
         return int(getattr(self, kind))
 
 
 def start_sinks(procs: Procs, workdir: Path) -> Sinks:
-    sinks = Sinks(iperf=free_port(), http=free_port(), hold=free_port())
+    sinks = Sinks(iperf=free_port(), http=free_port(), hold=free_port(), echo=free_port())
     iperf = procs.spawn(
         "iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(sinks.iperf)]
     )
@@ -58,5 +59,10 @@ def start_sinks(procs: Procs, workdir: Path) -> Sinks:
     hold = procs.spawn(
         "holdsink", [sys.executable, str(Path(__file__).with_name("holdsink.py")), str(sinks.hold)]
     )
-    wait_listening(procs, [sinks.iperf, sinks.http, sinks.hold], [iperf, nginx, hold])
+    echo = procs.spawn(
+        "echosink", [sys.executable, str(Path(__file__).with_name("echosink.py")), str(sinks.echo)]
+    )
+    wait_listening(
+        procs, [sinks.iperf, sinks.http, sinks.hold, sinks.echo], [iperf, nginx, hold, echo]
+    )
     return sinks

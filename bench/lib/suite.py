@@ -11,6 +11,7 @@ from typing import Any
 
 from .idle import close_all, open_idle
 from .load import run_iperf, run_wrk
+from .pingpong import ping_pong
 from .proc import BenchError, CpuMeter, tree_rss_kib
 from .tunnels import Context, Tunnel, make_tunnel
 
@@ -20,8 +21,15 @@ CASES: dict[str, str] = {
     "http-keepalive": "wrk -t2 -c50, keep-alive",
     "http-close": "wrk -t2 -c50, Connection: close",
     "idle": "idle relayed connections held open",
+    "rr-1": "ping-pong, 1 connection, 64-byte messages through an echo server",
 }
-SINK = {"tcp-1": "iperf", "tcp-8": "iperf", "http-keepalive": "http", "http-close": "http"}
+SINK = {
+    "tcp-1": "iperf",
+    "tcp-8": "iperf",
+    "http-keepalive": "http",
+    "http-close": "http",
+    "rr-1": "echo",
+}
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Plan:
     idle_count: int = 10_000
     idle_settle: float = 2.0
     pause: float = 1.0  # between measurements: let TIME_WAIT and the CPU settle
+    round_trips: int = 4000  # rr-1: timed round trips per measurement
 
     def idle_variants(self) -> list[str]:
         return [v for v in self.variants if v != "direct"]
@@ -90,6 +99,27 @@ def _measure_wrk(tunnel: Tunnel, plan: Plan, close: bool) -> dict[str, Any]:
     return out
 
 
+def _measure_pingpong(tunnel: Tunnel, plan: Plan) -> dict[str, Any]:
+    meter = CpuMeter(tunnel.pids)
+    meter.start()
+    result = ping_pong(tunnel.port, plan.round_trips)
+    used = meter.stop()
+    tunnel.check_alive()
+    out: dict[str, Any] = {
+        "round_trips": result.round_trips,
+        "seconds": result.seconds,
+        "p50_us": result.p50_us,
+        "p99_us": result.p99_us,
+        "mean_us": result.mean_us,
+        "max_us": result.max_us,
+        "machine_busy": meter.machine_busy,
+    }
+    if tunnel.pids:
+        # includes the 200 warm-up round trips
+        out["cpu_us_per_rt"] = used.total * 1e6 / (result.round_trips + 200)
+    return out
+
+
 def idle_count_for(tunnel: Tunnel, wanted: int) -> int:
     """As many as the fd limit (which the tunnel processes inherit) lets one process hold."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -133,6 +163,7 @@ MEASURES: dict[str, Callable[[Tunnel, Plan], dict[str, Any]]] = {
     "http-keepalive": lambda t, p: _measure_wrk(t, p, close=False),
     "http-close": lambda t, p: _measure_wrk(t, p, close=True),
     "idle": _measure_idle,
+    "rr-1": _measure_pingpong,
 }
 
 

@@ -68,6 +68,7 @@ class Context:
     sinks: Sinks
     gateway_log_level: str = "info"
     gateway_env: dict[str, str] | None = None  # e.g. PYTHONPATH of another source tree
+    base_env: dict[str, str] | None = None  # variant gateway-base: the --base-ref source tree
     serial: int = 0
 
     def next_name(self, variant: str) -> str:
@@ -180,10 +181,25 @@ class GatewayPair(Tunnel):
 
     variant = "gateway"
 
-    def __init__(self, ctx: Context, kind: str, workers: int = 1, reverse: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        kind: str,
+        workers: int = 1,
+        reverse: bool = False,
+        *,
+        base: bool = False,
+        audit: str | None = None,
+    ) -> None:
         super().__init__(ctx, kind)
         self.workers = workers
         self.reverse = reverse
+        self.env = ctx.base_env if base else ctx.gateway_env
+        self.audit = audit  # log.audit; None: not set (the default, and older sources lack it)
+        if base:
+            self.variant = "gateway-base"
+        if audit is not None:
+            self.variant = f"gateway-audit-{audit}"
         if workers > 1:
             self.variant = f"gateway-w{workers}"
         if reverse:
@@ -204,6 +220,8 @@ class GatewayPair(Tunnel):
             "log": {"level": self.ctx.gateway_log_level, "format": "json"},
             "workers": self.workers,
         }
+        if self.audit is not None:
+            config["log"]["audit"] = self.audit
         path = root / f"{peer}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -214,7 +232,7 @@ class GatewayPair(Tunnel):
         proc = self.ctx.procs.spawn(
             name,
             [str(venv_bin() / "clusterlink-gateway"), "--config", str(config)],
-            env=self.ctx.gateway_env,
+            env=self.env,
         )
         self.procs.append(proc)
         self.roles[role] = proc.pid
@@ -301,6 +319,12 @@ def make_tunnel(ctx: Context, variant: str, kind: str) -> Tunnel:
         return StunnelPair(ctx, kind)
     if variant == "gateway":
         return GatewayPair(ctx, kind)
+    if variant == "gateway-base":
+        if ctx.base_env is None:
+            raise ValueError("variant gateway-base needs --base-ref")
+        return GatewayPair(ctx, kind, base=True)
+    if variant.startswith("gateway-audit-"):
+        return GatewayPair(ctx, kind, audit=variant.removeprefix("gateway-audit-"))
     if variant == "gateway-reverse":
         return GatewayPair(ctx, kind, reverse=True)
     if variant.startswith("gateway-w"):

@@ -250,6 +250,17 @@ class Dataplane(Strict):
 class Logging(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
+    audit: Literal["info", "debug", "off"] = Field(
+        default="info",
+        description="level of the per-connection audit line: info, debug (written only at "
+        "log.level debug) or off",
+    )
+
+    @field_validator("audit", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        """YAML reads an unquoted ``off`` as false: that is ``off`` here."""
+        return "off" if value is False else value
 
 
 class Config(Strict):
@@ -423,6 +434,7 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "dataplane.idle_timeout": "restart",
     "log.level": "live",
     "log.format": "live",
+    "log.audit": "live",
     "workers": "restart",
     "metrics": "restart",  # the metrics listener (and its TLS files) are set up at start
     "metrics.address": "restart",

@@ -205,7 +205,7 @@ class Daemon:
             )
             return
         live, restart_needed = reload_plan(self.config, new)
-        setup_logging(new.log.level, new.log.format)
+        setup_logging(new.log.level, new.log.format, new.log.audit)
         self.info["labels"] = dict(new.labels)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)

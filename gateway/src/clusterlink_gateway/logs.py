@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from .audit import configure as configure_audit
+
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
@@ -58,8 +60,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str, fmt: str) -> None:
-    """(Re)configure the root logger; safe to call again on reload."""
+def setup_logging(level: str, fmt: str, audit: str = "info") -> None:
+    """(Re)configure the root logger and the audit line's level (``log.audit``); safe to call
+    again on reload."""
+    configure_audit(audit)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

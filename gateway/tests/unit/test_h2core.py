@@ -449,6 +449,7 @@ def test_data_repr_is_cheap() -> None:
     p = Pair()
     sid = p.connect()
     conn = p.s._h2
+    p.s._shortcut.enabled = False  # frames the shortcut declines go through h2 (fastdata.py)
     seen: list[str] = []
     original = conn._receive_frame
 

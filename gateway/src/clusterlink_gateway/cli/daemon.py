@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clusterlink-gateway: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(config.log.level, config.log.format, config.log.audit)
     tune_malloc()
     daemon = Daemon(args.config, config)
     try:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import systemd
+from .. import audit, systemd
 from ..metrics import Metrics
 from ..model.objects import Import
 from ..peering import TcpRelay
@@ -33,7 +33,6 @@ from .peers import PeerManager
 from .refusals import RecentRefusals
 
 log = logging.getLogger("clusterlink.egress")
-audit = logging.getLogger("clusterlink.audit")
 
 RETRY_BIND_SECONDS = 1.0
 
@@ -329,12 +328,13 @@ class ImportManager:
         m.import_closed.labels(entry.name).inc()
         m.import_bytes.labels(entry.name, "in").inc(relay.bytes_in)
         m.import_bytes.labels(entry.name, "out").inc(relay.bytes_out)
-        audit.info(
-            "connection",
-            extra=attempt.record(
-                {"client": client_ip, "import": entry.name}, relay.bytes_in, relay.bytes_out
-            ),
-        )
+        if audit.enabled():
+            audit.write(
+                "connection",
+                attempt.record(
+                    {"client": client_ip, "import": entry.name}, relay.bytes_in, relay.bytes_out
+                ),
+            )
 
     def _refused(self, name: str, attempt: ConnectionAttempt) -> None:
         """Remember a client connection no source carried: the last source tried, what it

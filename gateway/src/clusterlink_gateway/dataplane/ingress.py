@@ -16,6 +16,7 @@ import json
 import logging
 from typing import Any
 
+from .. import audit
 from ..metrics import Metrics
 from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
@@ -34,7 +35,6 @@ from .refusals import RecentRefusals
 from .request import RequestError, parse_connect, parse_explain, shorten
 
 log = logging.getLogger("clusterlink.ingress")
-audit = logging.getLogger("clusterlink.audit")
 
 EXPORTS = KINDS["exports"]
 PEERS = KINDS["peers"]
@@ -236,11 +236,10 @@ class IngressHandler:
         client_ip: str | None,
         attempt: ConnectionAttempt,
     ) -> None:
-        head = {"peer": caller, "export": export, "client": client_ip}
         # bytes_in: from the peer to the export (what the relay wrote out to the export).
-        audit.info(
-            "ingress connection", extra=attempt.record(head, relay.bytes_out, relay.bytes_in)
-        )
+        if audit.enabled():
+            head = {"peer": caller, "export": export, "client": client_ip}
+            audit.write("ingress connection", attempt.record(head, relay.bytes_out, relay.bytes_in))
         m = self.metrics
         m.ingress_active.dec()
         m.export_closed.labels(export, caller).inc()

@@ -144,7 +144,7 @@ class Worker:
         except ConfigError as exc:
             log.error("worker reload failed", extra={"error": str(exc)})
             return
-        setup_logging(new.log.level, new.log.format)
+        setup_logging(new.log.level, new.log.format, new.log.audit)
         self.local["labels"] = dict(new.labels)
         with contextlib.suppress(TLSError):  # the main process logs the refusal
             self.plane.reload_tls(replace(tls_settings(new), expected_name=self.config.peer_name))
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clusterlink-gateway worker: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(config.log.level, config.log.format, config.log.audit)
     tune_malloc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run(args.config, config, args.metrics_fd))

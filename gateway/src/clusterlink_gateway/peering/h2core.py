@@ -29,6 +29,8 @@ import h2.settings
 import h2.stream
 from hyperframe.frame import DataFrame
 
+from .fastdata import DataShortcut
+
 # HTTP/2 error codes (RFC 9113 section 7) used here.
 NO_ERROR = 0x0
 PROTOCOL_ERROR = 0x1
@@ -375,6 +377,10 @@ class _Framer:
         self._pieces: list[memoryview] = []
 
     def feed(self, data: bytes) -> list[memoryview | _Data]:
+        if self._fast and not (self._left or self._head or self._preface or self._block):
+            one = _whole_data_frame(data, self._max_frame)  # a small message: the common case
+            if one is not None:
+                return [one]
         out: list[memoryview | _Data] = []
         view = memoryview(data)
         pos, n = 0, len(view)
@@ -460,6 +466,17 @@ class _Framer:
         return run
 
 
+def _whole_data_frame(data: bytes, max_frame: int) -> _Data | None:
+    """``data`` as one unpadded DATA frame if it is exactly that (nothing before or after)."""
+    n = len(data)
+    if n < 10 or data[3] != _DATA or data[4] & _PADDED or n - 9 > max_frame:
+        return None
+    if int.from_bytes(data[:3], "big") != n - 9:
+        return None
+    sid = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+    return _Data(sid, bool(data[4] & _END_STREAM), bytes(data[9:])) if sid else None
+
+
 class _Stream:
     __slots__ = (
         "end_queued",
@@ -532,6 +549,7 @@ class H2Core:
     # Built by ``initiate`` (see there): absent on a core that was never started.
     _h2: _Connection
     _framer: _Framer
+    _shortcut: DataShortcut
 
     def __init__(self, *, client_side: bool, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -574,6 +592,7 @@ class H2Core:
             normalize_outbound_headers=False,
         )
         self._h2 = conn = _Connection(config)
+        self._shortcut = DataShortcut(conn)
         conn.local_settings = h2.settings.Settings(
             client=self.client_side,
             initial_values={
@@ -604,6 +623,10 @@ class H2Core:
     def output(self) -> list[bytes | memoryview]:
         """What to send, as chunks for ``writelines`` (bulk payloads are not copied)."""
         return self._h2.output() if self.started else []
+
+    def has_output(self) -> bool:
+        """True if ``output`` would return something (cheap: no copy)."""
+        return self.started and bool(self._h2._chunks or self._h2._data_to_send)
 
     def pop_events(self) -> list[Event]:
         events, self._events = self._events, []
@@ -661,6 +684,16 @@ class H2Core:
         self._process(h2_events)
 
     def _feed_data(self, item: _Data) -> None:
+        if not item.end_stream:
+            try:
+                taken = self._shortcut.receive(item.stream_id, item.payload)
+            except h2.exceptions.ProtocolError as exc:
+                self._h2.close_connection(error_code=exc.error_code)
+                self._failed_by(exc)
+                return
+            if taken:
+                self._data(item.stream_id, len(item.payload), item.payload)
+                return
         try:
             h2_events = self._h2.receive_ready_data(item.stream_id, item.end_stream, item.payload)
         except h2.exceptions.ProtocolError as exc:
@@ -697,7 +730,9 @@ class H2Core:
             self._flush()
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
-        sid, flow, data = ev.stream_id, ev.flow_controlled_length or 0, ev.data
+        self._data(ev.stream_id, ev.flow_controlled_length or 0, ev.data)
+
+    def _data(self, sid: int, flow: int, data: bytes) -> None:
         self._conn_unacked += flow
         if data and sid in self._streams:
             self._events.append(DataReceived(sid, data, flow))
@@ -894,6 +929,8 @@ class H2Core:
         return rec
 
     def _send_now(self, stream_id: int, data: bytes | memoryview) -> int:
+        if self._shortcut.send(stream_id, data):
+            return len(data)
         conn = self._h2
         n = min(len(data), conn.local_flow_control_window(stream_id))
         if n <= 0:

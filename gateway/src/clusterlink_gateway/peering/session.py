@@ -100,7 +100,8 @@ class Session(asyncio.Protocol):
             return
         if events:
             self._dispatch(events)
-        self._flush()
+        if self._core.has_output():  # e.g. not after a small DATA frame: nothing to answer
+            self._flush()
         self._maybe_close()
 
     def eof_received(self) -> bool:
