@@ -103,9 +103,9 @@ show "python3 -m tests.lab ssh --name $LAB a -- gwctl explain --peer c --export 
 on a gwctl explain --peer c --export reviews-v3 | indent
 
 step "8/10 The fabric page of site a while it runs: http://$A_ADDR:9469/fabric (headless Chromium -> $SHOT)"
-show ".venv/bin/python demo/fabric_screenshot.py http://$A_ADDR:9469/fabric $SHOT --nodes 3 --refusals"
+show ".venv/bin/python demo/fabric_screenshot.py http://$A_ADDR:9469/fabric $SHOT --nodes 3"
 mkdir -p "$(dirname "$SHOT")"
-python demo/fabric_screenshot.py "http://$A_ADDR:9469/fabric?interval=500" "$SHOT" --nodes 3 --refusals \
+python demo/fabric_screenshot.py "http://$A_ADDR:9469/fabric?interval=500" "$SHOT" --nodes 3 \
   | indent || fail "no screenshot of the fabric page"
 
 step "9/10 Allow again (the deny removed): v3 answers again"
