@@ -65,15 +65,15 @@ for h in a b c; do
 done
 
 step "5/10 Names: the product page calls details and reviews by name; b and c call ratings by name"
-show "python3 -m tests.lab ssh --name $LAB a -- getent hosts details.clusterlink.internal reviews.clusterlink.internal"
-for _ in $(seq 30); do
-  on a getent hosts details.clusterlink.internal reviews.clusterlink.internal >/dev/null 2>&1 && break
-  sleep 1
+# getent ahosts resolves as the services do (getaddrinfo: the /etc/hosts block kept by the gateway role)
+resolve() { on "$1" getent ahostsv4 "$2.clusterlink.internal" 2>/dev/null | awk 'NR == 1 {print $1}'; }
+show "python3 -m tests.lab ssh --name $LAB a -- getent ahostsv4 reviews.clusterlink.internal"
+for _ in $(seq 30); do [ -n "$(resolve a reviews)" ] && break; sleep 1; done
+for hn in a:details a:reviews b:ratings c:ratings; do
+  addr=$(resolve "${hn%:*}" "${hn#*:}")
+  echo "    on ${hn%:*}: ${hn#*:}.clusterlink.internal -> ${addr:-?}"
+  [ -n "$addr" ] || fail "${hn%:*} does not resolve ${hn#*:}.clusterlink.internal"
 done
-on a getent hosts details.clusterlink.internal reviews.clusterlink.internal | indent \
-  || fail "a does not resolve the import names"
-on b getent hosts ratings.clusterlink.internal | sed 's/^/    b: /'
-on c getent hosts ratings.clusterlink.internal | sed 's/^/    c: /'
 show "python3 -m tests.lab ssh --name $LAB a -- gwctl get imports"
 on a gwctl get imports | indent
 

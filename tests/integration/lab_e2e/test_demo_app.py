@@ -111,18 +111,17 @@ def test_the_services_call_each_other_by_name(app):
     """The product page's imports resolve on a, the reviews' ratings import on b and c, each
     to an address of its own from 127.77.0.0/16 (bind: auto) on the service's port 9080."""
 
-    def resolved(host: str, names: list[str]) -> str:
-        out = app.sh(
-            host,
-            "getent hosts " + " ".join(f"{n}.clusterlink.internal" for n in names),
-            check=False,
-        )
-        return out if len(out.splitlines()) == len(names) else ""
+    def resolved(host: str, name: str) -> str:
+        # ahosts: getaddrinfo, as the services resolve (hosts asks DNS for AAAA first)
+        out = app.sh(host, f"getent ahostsv4 {name}.clusterlink.internal", check=False)
+        return out.split()[0] if out else ""
 
     for host, names in (("a", ["details", "reviews"]), ("b", ["ratings"]), ("c", ["ratings"])):
-        out = app.wait(f"{names} in {host}'s resolver", lambda h=host, n=names: resolved(h, n), 30)
-        for line in out.splitlines():
-            assert line.split()[0].startswith("127.77."), out
+        for name in names:
+            got = app.wait(
+                f"{name} in {host}'s resolver", lambda h=host, n=name: resolved(h, n), 30
+            )
+            assert got.startswith("127.77."), (host, name, got)
     listen = app.gwctl("a", "get imports")
     assert re.search(
         r"\breviews\s+reviews\.clusterlink\.internal\s+127\.77\.\d+\.\d+:9080\s", listen
