@@ -12,6 +12,8 @@ a, which calls ``details`` and ``reviews`` by their ``.clusterlink.internal`` na
 gateway's fabric page JSON, or the demo's screenshot script in headless Chromium.
 
 Run: ``.venv/bin/python -m pytest -m lab tests/integration/lab_e2e/test_demo_app.py`` (root).
+Measured 2026-12-07 (2 cores shared, load ~9, image cached): 235 s, of which site.yml 198 s,
+the example's playbook 16 s, the checks and the screenshot 13 s.
 """
 
 from __future__ import annotations
@@ -129,14 +131,13 @@ def test_the_services_call_each_other_by_name(app):
 
 
 def test_load_balancing_over_three_versions_on_two_sites(app):
-    got = app.wait(
-        "every reviews version answering",
-        lambda: (g := pages(app)) and versions(g) == ALL_VERSIONS and g,
-        120,
-        2,
-    )
-    counts = Counter(p["reviews"] for p in got)
-    assert counts == dict.fromkeys(ALL_VERSIONS, N // 3), counts  # round-robin
+    even = dict.fromkeys(ALL_VERSIONS, N // 3)  # round-robin: each version in turn
+
+    def balanced() -> list[dict[str, str]]:
+        got = pages(app)
+        return got if Counter(p["reviews"] for p in got) == even else []
+
+    got = app.wait("reviews v1, v2 and v3 in turn", balanced, 120, 2)
     assert {p["details"] for p in got} == {"details@b"}
     for p in got:  # v2 and v3 call ratings (on a) by name, through b's and c's imports
         if p["reviews"] != "reviews-v1@b":
