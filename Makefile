@@ -1,6 +1,7 @@
 # ClusterLink for bare metal: developer and CI entry points.
 #   make test   - install everything needed, lint, run every test (CI runs this)
 #   make demo   - two lab sites connected by ClusterLink, deployed with Ansible (root, Debian)
+#   make demo-app - a four-service application on three lab sites, wired by imports and exports
 #   make venv   - the pinned Python tool set in .venv, the gateway installed editable
 SHELL := /bin/bash
 PY ?= python3
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client nftables iperf3 curl shellcheck stunnel4 wrk nginx-light chromium chromium-driver
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean demo demo-prereqs demo-clean molecule bench
+.PHONY: venv deps lint sanity collection-path test test-unit test-gateway clean demo demo-prereqs demo-clean demo-app demo-app-clean molecule bench
 
 $(BIN)/.installed: requirements/dev.txt gateway/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,6 +72,13 @@ demo-prereqs:
 demo-clean:
 	python3 -m tests.lab destroy --name demo
 	-nft delete table bridge clusterlink_demo_outbound 2>/dev/null
+
+# The example application (docs/examples/bookinfo) on three lab sites; lab DEMO_APP_LAB (demo-app).
+demo-app: demo-prereqs deps venv collection-path
+	demo/demo-app.sh
+
+demo-app-clean:
+	python3 -m tests.lab destroy --name $${DEMO_APP_LAB:-demo-app}
 
 # The molecule scenario (extensions/molecule/default): lab hosts instead of containers.
 molecule: deps venv collection-path
