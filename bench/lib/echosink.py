@@ -4,14 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import sys
 
-try:
-    import uvloop
-except ImportError:  # the harness's venv has it; the plain loop works too
-    uvloop = None
+from sinkserver import run
 
 
 class Echo(asyncio.Protocol):
@@ -29,17 +24,5 @@ class Echo(asyncio.Protocol):
         return False
 
 
-async def main(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", port, backlog=4096)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    if uvloop is not None:
-        uvloop.install()
-    asyncio.run(main(int(sys.argv[1])))
+    run(Echo, fast_loop=True)

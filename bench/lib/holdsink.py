@@ -5,8 +5,8 @@ benchmark opens thousands of connections to it through a tunnel."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
+
+from sinkserver import run
 
 
 class Hold(asyncio.Protocol):
@@ -23,15 +23,5 @@ class Hold(asyncio.Protocol):
         return False
 
 
-async def main(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Hold, "127.0.0.1", port, backlog=4096)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    run(Hold)

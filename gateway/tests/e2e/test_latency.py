@@ -71,13 +71,7 @@ def _nodelay(pid: int, fd: int) -> int:
 def test_every_leg_of_a_relayed_connection_has_tcp_nodelay(fabric: Fabric) -> None:
     """client -> import listener, importer -> exporter link (both ends), exporter -> service:
     small messages are sent at once on each (Nagle off), not held for an ACK."""
-    fabric.export_echo("cl0")
-    fabric.allow_all("cl0", "cl1")
-    fabric.add_peer("cl1", "cl0")
-    fabric.client("cl1").create(
-        "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl0"}]}}
-    )
-    port = fabric.import_port("cl1", "http-echo")
+    port = fabric.link_service("cl0", "cl1", "http-echo", fabric.echo_port("cl0"))
     assert get(port) == "cl0"
     importer, exporter = fabric["cl1"], fabric["cl0"]
     assert importer.proc is not None and exporter.proc is not None
@@ -121,13 +115,7 @@ def test_audit_level_is_honoured_and_changes_live(fabric: Fabric) -> None:
     only at log.level debug; back to ``info`` on SIGHUP writes it again."""
     fabric.start("cl0", extra={"log": {"audit": "off"}})  # log.level debug (the tests' default)
     fabric.start("cl1", extra={"log": {"level": "info", "audit": "debug"}})
-    fabric.export_echo("cl0")
-    fabric.allow_all("cl0", "cl1")
-    fabric.add_peer("cl1", "cl0")
-    fabric.client("cl1").create(
-        "imports", {"name": "http-echo", "spec": {"sources": [{"peer": "cl0"}]}}
-    )
-    port = fabric.import_port("cl1", "http-echo")
+    port = fabric.link_service("cl0", "cl1", "http-echo", fabric.echo_port("cl0"))
     for _ in range(3):
         assert get(port) == "cl0"
     importer, exporter = fabric["cl1"], fabric["cl0"]
