@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import gc
 import grp
 import logging
 import os
@@ -126,6 +127,11 @@ class Daemon:
             self.registry.observers.append(self.workers.on_change)
             await self.workers.start()
         await self._start_metrics()
+        # The start-up heap (modules, models, the app: ~65,000 objects) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise cost an idle
+        # gateway tens of ms each (see docs/benchmarks.md, "Idle mesh").
+        gc.collect()
+        gc.freeze()
         self.info["ready"] = True
         systemd.notify("READY=1", f"STATUS=serving as {self.config.peer_name}")
         log.info(

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from .connect import dial
 from .h2core import Limits
+from .liveness import TcpInfo
 from .ondemand import Action, OnDemand
 from .requesting import ClientLink
 from .session import KEEPALIVE
@@ -84,6 +85,7 @@ class PeerPool:
         self._adopted: set[ClientLink] = set()  # reverse links the peer opened to us
         self._born: dict[ClientLink, float] = {}
         self._answered: set[ClientLink] = set()
+        self.last_answer = 0.0  # loop time of the last answer on one of its links
         self._attempt: asyncio.Task[ClientLink] | None = None
         self._patient = False  # the dial in flight reached a restarting peer's TCP port
         self._restart_until = 0.0  # the peer said GOAWAY: it may be restarting until then
@@ -193,6 +195,29 @@ class PeerPool:
             lambda link: link.open_connect(authority, headers), timeout, wait_redial
         )
 
+    async def ping(self) -> float:
+        """An HTTP/2 PING on a usable link (never dials): its round trip in seconds; the
+        caller bounds the wait. ConnectionError when no link is up or it is lost meanwhile."""
+        usable = [link for link in self._links if link.usable]
+        if not usable:
+            raise ConnectionError(f"peer {self.peer_name}: no link up")
+        self._turn += 1
+        link = usable[self._turn % len(usable)]
+        rtt = await link.ping()
+        self._answered.add(link)
+        return rtt
+
+    def tcp_liveness(self, idle: int) -> TcpInfo | None:
+        """The freshest kernel view among the usable links (see ``Session.tcp_liveness``);
+        None when no link is up or the platform has no ``TCP_INFO``."""
+        best: TcpInfo | None = None
+        for link in self._links:
+            if link.usable:
+                info = link.tcp_liveness(idle)
+                if info is not None and (best is None or info.last_ack_s < best.last_ack_s):
+                    best = info
+        return best
+
     async def close(self) -> None:
         self._closed = True
         for task in (self._maintainer, self._attempt):
@@ -234,6 +259,7 @@ class PeerPool:
                 )
                 continue
             self._answered.add(link)
+            self.last_answer = loop.time()
             return result
         raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
 
