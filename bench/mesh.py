@@ -243,7 +243,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run {result['started']}, `{result['command']}`, {result['machine']}, gateway from"
         f" {result['gateway_src']}, settings {json.dumps(result['settings'])}.",
         "",
-        "| N | reachable after (s, from first / last object) | apply N-1 peers (s, median / max)"
+        "| N | reachable after (s, from first / last object)"
+        " | apply N-1 peers (s: gw000 alone / median / max)"
         " | idle CPU ms/s per gateway (median) | idle CPU ms per peer per s | RSS idle MiB"
         " | RSS meshed MiB | links on gw000 | load avg |",
         "|---|---|---|---|---|---|---|---|---|",
