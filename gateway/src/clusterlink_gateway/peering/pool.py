@@ -9,6 +9,9 @@ background backoff: a peer that listens again is used at the next client. The on
 a peer that said GOAWAY (a graceful restart) within the last ``handshake_timeout`` and whose
 TCP port accepts (systemd holds it) gets up to ``handshake_timeout`` for its handshake.
 
+An idle peer gets one link; the pool keeps ``links`` links once a caller finds every link
+carrying a stream (concurrent streams need them), from then on.
+
 A pool for a peer with ``dial: false`` (an outbound-only site) never dials: its links are the
 reverse links that peer opened to us (``adopt``); a caller waits up to ``connect_timeout`` for
 one when none is up.
@@ -76,6 +79,7 @@ class PeerPool:
         self.dials = dial
         self.tls = tls
         self.target_links = max(1, links)
+        self.wanted_links = 1  # while idle; target_links once streams overlap on a link
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
         self._limits = limits or Limits()
@@ -273,7 +277,10 @@ class PeerPool:
                 raise ConnectionError(f"peer {self.peer_name}: pool is closed")
             usable = [link for link in self._links if link.usable]
             if usable:
-                if len(usable) < self.target_links:
+                if len(usable) < self.target_links and all(
+                    link.active_streams for link in usable
+                ):  # streams need a second link: keep target_links from now on
+                    self.wanted_links = self.target_links
                     self._maintain()
                 # least loaded; ties rotate so that every link sees traffic (and stays warm)
                 self._turn += 1
@@ -459,19 +466,19 @@ class PeerPool:
             ) from None
 
     def _maintain(self) -> None:
-        """Keep ``target_links`` links up, in the background, with backoff."""
+        """Keep ``wanted_links`` links up, in the background, with backoff."""
         if self._closed or not self.dials:
             return
         if self._maintainer is not None and not self._maintainer.done():
             return
-        if sum(1 for link in self._links if link.usable) >= self.target_links:
+        if sum(1 for link in self._links if link.usable) >= self.wanted_links:
             return
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop())
 
     async def _maintain_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while (
-            not self._closed and sum(1 for link in self._links if link.usable) < self.target_links
+            not self._closed and sum(1 for link in self._links if link.usable) < self.wanted_links
         ):
             if self._attempt is None or self._attempt.done():
                 if not self._eligible():
