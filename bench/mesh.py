@@ -122,6 +122,20 @@ def rss_mib(pids: list[int]) -> float:
     return total / (1 << 20)
 
 
+def anon_mib(pids: list[int]) -> float:
+    """RssAnon: the part of RSS that is this process's own (not shared library pages)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def reachable_pairs(gateways: list[GatewayProcess]) -> int:
     count = 0
     for gw in gateways:
@@ -162,6 +176,7 @@ def run_size(
         pids = {gw.name: tree(gw.proc.pid) for gw in gateways}  # type: ignore[union-attr]
         idle_rss = [rss_mib(pids[gw.name]) for gw in gateways]
         record["rss_idle_mib"] = _dist(idle_rss)
+        record["anon_idle_mib"] = _dist([anon_mib(pids[gw.name]) for gw in gateways])
         for gw in gateways:
             gw.client.create("policies", ALLOW_ALL)
         applied_from = time.monotonic()
@@ -200,6 +215,7 @@ def run_size(
         record["idle_run_ms_per_s"] = _dist(exact, 2)
         record["idle_run_ms_per_peer_s"] = round(statistics.mean(exact) / max(n - 1, 1), 4)
         record["rss_meshed_mib"] = _dist([rss_mib(pids[gw.name]) for gw in gateways])
+        record["anon_meshed_mib"] = _dist([anon_mib(pids[gw.name]) for gw in gateways])
         record["links"] = _links(gateways[0])
     finally:
         for gw in gateways:
@@ -245,8 +261,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| N | reachable after (s, from first / last object)"
         " | apply N-1 peers (s: gw000 alone / median / max)"
-        " | idle CPU ms/s per gateway (median) | idle CPU ms per peer per s | RSS idle MiB"
-        " | RSS meshed MiB | links on gw000 | load avg |",
+        " | idle CPU ms/s per gateway (median) | idle CPU ms per peer per s"
+        " | RSS idle MiB (anon) | RSS meshed MiB (anon) | links on gw000 | load avg |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["records"]:
@@ -262,7 +278,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['n']} | {reach} | {r['apply_one_s']} / {r['apply_s']['median']}"
             f" / {r['apply_s']['max']}"
             f" | {r['idle_run_ms_per_s']['median']} | {r['idle_run_ms_per_peer_s']}"
-            f" | {r['rss_idle_mib']['median']} | {r['rss_meshed_mib']['median']}"
+            f" | {r['rss_idle_mib']['median']} ({r['anon_idle_mib']['median']})"
+            f" | {r['rss_meshed_mib']['median']} ({r['anon_meshed_mib']['median']})"
             f" | {r['links']} | {r['loadavg_start'][0]:.2f} |"
         )
     return "\n".join(lines) + "\n"
