@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from . import h2core
 from .h2core import H2Core, Limits
@@ -156,7 +157,7 @@ class Session(asyncio.Protocol):
         self._ping_seq += 1
         data = b"\x01" + self._ping_seq.to_bytes(7, "big")  # keepalive PINGs carry zeros
         waiter: asyncio.Future[float] = self._loop.create_future()
-        self._pings[data] = (self._loop.time(), waiter)
+        self._pings[data] = (time.monotonic(), waiter)  # uvloop's clock ticks in whole ms
         self._core.ping(data)
         self._flush()
         try:
@@ -308,7 +309,7 @@ class Session(asyncio.Protocol):
             self._ping_deadline = None
             sent = self._pings.pop(ev.data, None)
             if sent is not None and not sent[1].done():
-                sent[1].set_result(self._loop.time() - sent[0])
+                sent[1].set_result(time.monotonic() - sent[0])
         elif isinstance(ev, h2core.ConnectionFailed):
             log.warning(
                 "peer link protocol error; closing",
