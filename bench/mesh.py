@@ -303,6 +303,7 @@ def run(
     reach_timeout: float = 180.0,
     gateway_src: Path | None = None,
     settings: dict[str, Any] | None = None,
+    results_dir: Path = RESULTS,
 ) -> int:
     """Run the mesh case for every size; print the table; 1 if a size broke. ``gateway_src``:
     run the daemon from that source tree (e.g. a ``git worktree`` of main, for before/after)."""
@@ -333,8 +334,8 @@ def run(
                 failed = True
             print(f"mesh: {json.dumps(record)}", flush=True)
             result["records"].append(record)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"mesh-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"mesh-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(markdown(result))
@@ -359,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION.KEY=YAML",
         help="a gateway setting for every gateway, e.g. heartbeat.full_every=1 (repeatable)",
     )
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     settings: dict[str, Any] = {}
@@ -366,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         settings.setdefault(section, {})[name] = yaml.safe_load(value)
-    return run(sizes, args.idle_seconds, args.reach_timeout, args.gateway_src, settings)
+    return run(
+        sizes, args.idle_seconds, args.reach_timeout, args.gateway_src, settings, args.results_dir
+    )
 
 
 if __name__ == "__main__":
