@@ -75,7 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: the first three)",
     )
     p.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated subset of {', '.join(CASES)}, or mesh (bench/mesh.py: N gateways"
+        " in a full mesh, idle cost; only run when named)",
+    )
+    p.add_argument(
+        "--mesh-sizes", default="10,25,50", help="the mesh case: numbers of gateways (10,25,50)"
     )
     p.add_argument(
         "--workers",
@@ -221,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args.render, None if args.no_docs else args.docs)
+    cases = [c for c in args.cases.split(",") if c]
+    mesh_failed = 0
+    if "mesh" in cases:
+        from bench.mesh import run as run_mesh
+
+        sizes = [int(n) for n in args.mesh_sizes.split(",") if n]
+        mesh_failed = run_mesh(sizes, idle_seconds=5.0 if args.quick else 20.0)
+        args.cases = ",".join(c for c in cases if c != "mesh")
+        if not args.cases:
+            return mesh_failed
     plan = build_plan(args)
     for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored (&)
         signal.signal(sig, _terminate)
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if profiles:
             update_docs(args.docs, profile_text, block="profile")
         print(f"bench: updated {args.docs}")
-    return 1 if failed else 0
+    return 1 if failed or mesh_failed else 0
 
 
 if __name__ == "__main__":

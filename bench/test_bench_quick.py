@@ -52,3 +52,31 @@ def test_quick_mode(tmp_path: Path) -> None:
     expected.discard(("idle", "direct"))
     assert seen == expected
     assert "| metric |" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mesh_case_reports_every_figure(tmp_path: Path) -> None:
+    """Three gateways in a full mesh: every pair reachable, and each figure measured."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "mesh.py"),
+            "--sizes",
+            "3",
+            "--idle-seconds",
+            "3",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = tmp_path.glob("mesh-*.json")
+    (record,) = json.loads(result.read_text())["records"]
+    assert record["pairs_reachable"] == record["pairs"] == 6, record
+    for key in ("reachable_after_last_s", "apply_one_s", "idle_run_ms_per_peer_s"):
+        assert record[key] >= 0, record
+    assert record["rss_idle_mib"]["median"] > 0 and record["links"] >= 2, record

@@ -210,6 +210,20 @@ class Heartbeat(Strict):
     timeout: float = Field(default=3.0, gt=0, le=60)
     failures_down: int = Field(default=5, ge=1, le=100)
     successes_up: int = Field(default=3, ge=1, le=100)
+    full_every: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="a reachable peer gets a full heartbeat request every this many probes"
+        " (1: a request every time, as before)",
+    )
+    ping_every: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="between full heartbeats, an HTTP/2 PING every this many probes; the"
+        " kernel's TCP keepalive view of the link otherwise",
+    )
 
 
 class Dataplane(Strict):
@@ -425,6 +439,8 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "heartbeat.timeout": "live",
     "heartbeat.failures_down": "live",
     "heartbeat.successes_up": "live",
+    "heartbeat.full_every": "live",
+    "heartbeat.ping_every": "live",
     "dataplane.links_per_peer": "restart",
     "dataplane.connect_timeout": "restart",
     "dataplane.handshake_timeout": "restart",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import gc
 import grp
 import logging
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -35,19 +36,18 @@ from .config import (
 )
 from .dataplane import DataPlane
 from .dataplane.refusals import merge as merge_refusals
-from .dataplane.workers import WorkerPool
 from .logs import setup_logging
 from .model.objects import Kind
-from .names import NameServer, parse_zone
-from .names.records import hosts_lines, import_records, write_hosts_file
 from .peering import TLSError
 from .peering.tls import AdminTLS
 from .registry import Entry, Registry
 from .store.sqlite import Store
-from .telemetry.fabric import snapshot
-from .telemetry.gather import Fetch, collect, gather, gather_documents
-from .telemetry.listener import MetricsServer
-from .telemetry.tls import server_context
+
+if TYPE_CHECKING:  # imported where used: only some configurations need them (RSS, start-up)
+    from .dataplane.workers import WorkerPool
+    from .names import NameServer
+    from .telemetry.gather import Fetch
+    from .telemetry.listener import MetricsServer
 
 log = logging.getLogger("clusterlink.daemon")
 
@@ -123,10 +123,17 @@ class Daemon:
         await self._start_names()
         await self._start_admin()
         if self.config.workers > 1:
+            from .dataplane.workers import WorkerPool
+
             self.workers = WorkerPool(self.config_path.absolute(), self.config.workers - 1)
             self.registry.observers.append(self.workers.on_change)
             await self.workers.start()
         await self._start_metrics()
+        # The start-up heap (modules, models, the app: ~65,000 objects) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise cost an idle
+        # gateway tens of ms each (see docs/benchmarks.md, "Idle mesh").
+        gc.collect()
+        gc.freeze()
         self.info["ready"] = True
         systemd.notify("READY=1", f"STATUS=serving as {self.config.peer_name}")
         log.info(
@@ -244,6 +251,9 @@ class Daemon:
         dns = self.config.dns
         if dns is None:
             return
+        from .names import NameServer, parse_zone  # dnspython: only with dns configured
+        from .names.records import hosts_lines, import_records, write_hosts_file
+
         registry = self.registry
         self.names = NameServer(
             parse_zone(dns.zone),
@@ -342,6 +352,11 @@ class Daemon:
         config = self.config.metrics
         if config is None:
             return
+        from .telemetry.fabric import snapshot  # only with a metrics listener
+        from .telemetry.gather import collect, gather, gather_documents
+        from .telemetry.listener import MetricsServer
+        from .telemetry.tls import server_context
+
         assert self.dataplane is not None
         metrics = self.dataplane.metrics
         try:

@@ -88,6 +88,11 @@ class _Pool:
     def __init__(self) -> None:
         self.up = False
         self.on_link_up: object = None
+        self.last_answer = 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self.up
 
     async def request(self, *args: object, **kwargs: object) -> object:
         if not self.up:

@@ -38,6 +38,8 @@ def test_dialer_backoff_grows_to_a_cap() -> None:
 
 class _Pool:
     on_link_up = None
+    connected = True
+    last_answer = 0.0
 
     def __init__(self, body: dict[str, object]) -> None:
         self.body = json.dumps(body).encode()

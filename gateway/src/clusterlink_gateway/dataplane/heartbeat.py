@@ -8,6 +8,12 @@ is recovering (some successes, not yet enough) it is probed at the fast interval
 comes up while the peer is not known reachable (e.g. a client's dial on demand) wakes the
 monitor for a probe at once, so that reachability follows the link instead of the slow interval.
 
+Which probe is sent is ``probing.ProbePlan``'s choice: a full ``GET /healthz`` every
+``full_every``-th probe (and whenever the peer is not known reachable or the previous probe
+failed), an HTTP/2 PING every ``ping_every``-th, the kernel's keepalive view of a link
+(``TCP_INFO``: an answer within ``interval`` + ``timeout``) otherwise, nothing when a request on
+its links was answered since the previous probe. Each counts as one result above.
+
 A peer that holds us as an outbound-only site (its Peer for us has ``dial: false``) says in its
 answer how many reverse links it wants (``reverse_links``); ``on_reverse`` gets that figure
 (0 when it does not say).
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..config import Heartbeat
 from ..peering import PeerPool
+from .probing import Probe, ProbePlan, next_tick
 
 log = logging.getLogger("clusterlink.heartbeat")
 
@@ -87,6 +94,8 @@ class PeerMonitor:
         self.pool = pool
         self.timings = timings
         self.health = PeerHealth(Reachability(timings.failures_down, timings.successes_up))
+        self.plan = ProbePlan(timings.full_every, timings.ping_every)
+        self.probes = {kind: 0 for kind in Probe}  # sent, by kind (the bench reads them)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.on_reverse: Callable[[int], None] | None = None
@@ -107,7 +116,62 @@ class PeerMonitor:
             self._task = None
 
     async def probe(self) -> bool:
-        """One heartbeat; records labels and round-trip time on success."""
+        """The next heartbeat, of the kind the plan picks; True on success."""
+        loop = asyncio.get_running_loop()
+        self.plan.full_every = self.timings.full_every  # live on SIGHUP
+        self.plan.ping_every = self.timings.ping_every
+        kind = self.plan.decide(
+            tick=round(loop.time() / self.timings.interval),
+            reachable=self.health.state.reachable,
+            link_up=self.pool.connected,
+            answered_within_interval=loop.time() - self.pool.last_answer < self.timings.interval,
+        )
+        self.probes[kind] += 1
+        if kind is Probe.FULL:
+            ok = await self.full_probe()
+        elif kind is Probe.TCP:
+            ok = self.tcp_probe()
+            if ok is None:  # no TCP_INFO here
+                ok = await self.ping_probe()
+        elif kind is Probe.PING:
+            ok = await self.ping_probe()
+        else:
+            ok = True
+            self._seen()
+        self.plan.record(kind, ok)
+        return ok
+
+    def tcp_probe(self) -> bool | None:
+        """A link whose peer's kernel answered within ``interval`` + ``timeout`` (keepalive
+        probes every ``interval``, at least 1 s); None where ``TCP_INFO`` is not available."""
+        idle = max(1, round(self.timings.interval))
+        info = self.pool.tcp_liveness(idle)
+        if info is None:
+            return None if self.pool.connected else False
+        if info.last_ack_s > idle + self.timings.timeout:
+            self.health.error = f"no TCP answer for {info.last_ack_s:.1f} s"
+            return False
+        self._seen()
+        return True
+
+    async def ping_probe(self) -> bool:
+        """An HTTP/2 PING on a link that is up; its round trip is the RTT."""
+        try:
+            async with asyncio.timeout(self.timings.timeout):
+                rtt = await self.pool.ping()
+        except (OSError, TimeoutError) as exc:
+            self.health.error = f"ping: {exc}" if str(exc) else "ping timed out"
+            return False
+        self.health.rtt_ms = round(rtt * 1000, 3)
+        self._seen()
+        return True
+
+    def _seen(self) -> None:
+        self.health.last_seen = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.health.error = None
+
+    async def full_probe(self) -> bool:
+        """``GET /healthz``; records labels and round-trip time on success."""
         started = time.monotonic()
         try:
             resp = await self.pool.request(
@@ -127,14 +191,14 @@ class PeerMonitor:
             return False
         self.health.rtt_ms = round((time.monotonic() - started) * 1000, 3)
         self.health.labels = {str(k): str(v) for k, v in labels.items()}
-        self.health.last_seen = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        self.health.error = None
+        self._seen()
         if self.on_reverse is not None:
             self.on_reverse(reverse)
         return True
 
     async def _run(self) -> None:
         state = self.health.state
+        loop = asyncio.get_running_loop()
         while True:
             ok = await self.probe()
             if state.record(ok):
@@ -149,4 +213,7 @@ class PeerMonitor:
             pause = state.next_interval(self.timings.interval, self.timings.unreachable_interval)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+                # On a grid of ``pause`` (no task per wait, unlike wait_for): the monitors of
+                # every peer wake in one event-loop iteration instead of one wake-up each.
+                async with asyncio.timeout_at(next_tick(loop.time(), pause)):
+                    await self._wake.wait()

@@ -9,6 +9,9 @@ background backoff: a peer that listens again is used at the next client. The on
 a peer that said GOAWAY (a graceful restart) within the last ``handshake_timeout`` and whose
 TCP port accepts (systemd holds it) gets up to ``handshake_timeout`` for its handshake.
 
+An idle peer gets one link; the pool keeps ``links`` links once a caller finds every link
+carrying a stream (concurrent streams need them), from then on.
+
 A pool for a peer with ``dial: false`` (an outbound-only site) never dials: its links are the
 reverse links that peer opened to us (``adopt``); a caller waits up to ``connect_timeout`` for
 one when none is up.
@@ -25,6 +28,7 @@ from typing import TypeVar
 
 from .connect import dial
 from .h2core import Limits
+from .liveness import TcpInfo
 from .ondemand import Action, OnDemand
 from .requesting import ClientLink
 from .session import KEEPALIVE
@@ -75,6 +79,7 @@ class PeerPool:
         self.dials = dial
         self.tls = tls
         self.target_links = max(1, links)
+        self.wanted_links = 1  # while idle; target_links once streams overlap on a link
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
         self._limits = limits or Limits()
@@ -84,6 +89,7 @@ class PeerPool:
         self._adopted: set[ClientLink] = set()  # reverse links the peer opened to us
         self._born: dict[ClientLink, float] = {}
         self._answered: set[ClientLink] = set()
+        self.last_answer = 0.0  # loop time of the last answer on one of its links
         self._attempt: asyncio.Task[ClientLink] | None = None
         self._patient = False  # the dial in flight reached a restarting peer's TCP port
         self._restart_until = 0.0  # the peer said GOAWAY: it may be restarting until then
@@ -193,6 +199,29 @@ class PeerPool:
             lambda link: link.open_connect(authority, headers), timeout, wait_redial
         )
 
+    async def ping(self) -> float:
+        """An HTTP/2 PING on a usable link (never dials): its round trip in seconds; the
+        caller bounds the wait. ConnectionError when no link is up or it is lost meanwhile."""
+        usable = [link for link in self._links if link.usable]
+        if not usable:
+            raise ConnectionError(f"peer {self.peer_name}: no link up")
+        self._turn += 1
+        link = usable[self._turn % len(usable)]
+        rtt = await link.ping()
+        self._answered.add(link)
+        return rtt
+
+    def tcp_liveness(self, idle: int) -> TcpInfo | None:
+        """The freshest kernel view among the usable links (see ``Session.tcp_liveness``);
+        None when no link is up or the platform has no ``TCP_INFO``."""
+        best: TcpInfo | None = None
+        for link in self._links:
+            if link.usable:
+                info = link.tcp_liveness(idle)
+                if info is not None and (best is None or info.last_ack_s < best.last_ack_s):
+                    best = info
+        return best
+
     async def close(self) -> None:
         self._closed = True
         for task in (self._maintainer, self._attempt):
@@ -234,6 +263,7 @@ class PeerPool:
                 )
                 continue
             self._answered.add(link)
+            self.last_answer = loop.time()
             return result
         raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
 
@@ -247,7 +277,10 @@ class PeerPool:
                 raise ConnectionError(f"peer {self.peer_name}: pool is closed")
             usable = [link for link in self._links if link.usable]
             if usable:
-                if len(usable) < self.target_links:
+                if len(usable) < self.target_links and all(
+                    link.active_streams for link in usable
+                ):  # streams need a second link: keep target_links from now on
+                    self.wanted_links = self.target_links
                     self._maintain()
                 # least loaded; ties rotate so that every link sees traffic (and stays warm)
                 self._turn += 1
@@ -433,19 +466,19 @@ class PeerPool:
             ) from None
 
     def _maintain(self) -> None:
-        """Keep ``target_links`` links up, in the background, with backoff."""
+        """Keep ``wanted_links`` links up, in the background, with backoff."""
         if self._closed or not self.dials:
             return
         if self._maintainer is not None and not self._maintainer.done():
             return
-        if sum(1 for link in self._links if link.usable) >= self.target_links:
+        if sum(1 for link in self._links if link.usable) >= self.wanted_links:
             return
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop())
 
     async def _maintain_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while (
-            not self._closed and sum(1 for link in self._links if link.usable) < self.target_links
+            not self._closed and sum(1 for link in self._links if link.usable) < self.wanted_links
         ):
             if self._attempt is None or self._attempt.done():
                 if not self._eligible():

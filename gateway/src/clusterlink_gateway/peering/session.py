@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from . import h2core
 from .h2core import H2Core, Limits
+from .liveness import TcpInfo, enable_keepalive, tcp_info
 from .stream import NotProcessed, Stream, StreamError
 from .tls import SERVER_ALPN, peer_identity
 
@@ -55,9 +57,12 @@ class Session(asyncio.Protocol):
         self._idle_timeout = idle_timeout
         self._keepalive = keepalive
         self._timer: asyncio.TimerHandle | None = None
-        self._rx = 0
-        self._rx_seen = 0
+        self._rx_at = 0.0  # loop time of the last bytes received
         self._ping_deadline: float | None = None
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
+        self._ping_seq = 0
+        self._keepidle = 0  # kernel keepalive idle time set on the socket (0: not set)
+        self._socket: object | None = None
         self._idle_since: float | None = None
         self._closing = False
         self.closed_locally = False  # we chose to close it (GOAWAY, drain), not a failure
@@ -86,12 +91,13 @@ class Session(asyncio.Protocol):
         self.peer = name
         transport.set_write_buffer_limits(high=LINK_WRITE_HIGH, low=LINK_WRITE_LOW)
         self._core.initiate()
+        self._rx_at = self._loop.time()
         self._flush()
         self._schedule_tick()
         self._link_up()
 
     def data_received(self, data: bytes) -> None:
-        self._rx += 1
+        self._rx_at = self._loop.time()
         try:
             events = self._core.receive(data)
         except Exception:
@@ -119,6 +125,10 @@ class Session(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        pings, self._pings = self._pings, {}
+        for _, waiter in pings.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"link to {self.peer} lost"))
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             if stream._response is not None and not stream._response.done():
@@ -139,6 +149,38 @@ class Session(asyncio.Protocol):
     @property
     def active_streams(self) -> int:
         return len(self._streams)
+
+    async def ping(self) -> float:
+        """Send an HTTP/2 PING; its round trip in seconds once acknowledged (the caller bounds
+        the wait). ConnectionError if the link is not usable or is lost first."""
+        if not self.usable:
+            raise ConnectionError(f"link to {self.peer} is not usable")
+        self._ping_seq += 1
+        data = b"\x01" + self._ping_seq.to_bytes(7, "big")  # keepalive PINGs carry zeros
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._pings[data] = (time.monotonic(), waiter)  # uvloop's clock ticks in whole ms
+        self._core.ping(data)
+        self._flush()
+        try:
+            return await waiter
+        finally:
+            self._pings.pop(data, None)
+
+    def tcp_liveness(self, idle: int) -> TcpInfo | None:
+        """The kernel's view of the link (last ACK age, RTT), with keepalive probes every
+        ``idle`` s while nothing is received; None if closed or not available here."""
+        if self._transport is None or self._closing:
+            return None
+        if self._socket is None:  # uvloop builds a new socket object per get_extra_info
+            self._socket = self._transport.get_extra_info("socket")
+        sock = self._socket
+        if sock is None:
+            return None
+        if self._keepidle != idle:
+            if not enable_keepalive(sock, idle):
+                return None
+            self._keepidle = idle
+        return tcp_info(sock)
 
     def peer_certificate(self) -> bytes | None:
         """The peer's certificate (DER), for revocation checks; None once closed."""
@@ -266,6 +308,9 @@ class Session(asyncio.Protocol):
             self._on_goaway(ev)
         elif isinstance(ev, h2core.PingAcked):
             self._ping_deadline = None
+            sent = self._pings.pop(ev.data, None)
+            if sent is not None and not sent[1].done():
+                sent[1].set_result(time.monotonic() - sent[0])
         elif isinstance(ev, h2core.ConnectionFailed):
             log.warning(
                 "peer link protocol error; closing",
@@ -314,19 +359,23 @@ class Session(asyncio.Protocol):
             self._flush_now()
             self._transport.close()
 
-    def _schedule_tick(self) -> None:
+    def _schedule_tick(self, delay: float | None = None) -> None:
         interval = self._keepalive
         if self._idle_timeout:
             interval = min(interval, self._idle_timeout / 2)
+        if delay is not None:
+            interval = min(interval, delay)
         self._timer = self._loop.call_later(max(interval, 0.05), self._tick)
 
     def _tick(self) -> None:
+        """Keepalive: a PING after ``keepalive`` s with nothing received (heartbeats and their
+        PINGs count, so a link they use stays quiet); the idle timeout of server links."""
         self._timer = None
         if self._transport is None or self._closing:
             return
         now = self._loop.time()
-        if self._rx != self._rx_seen:
-            self._rx_seen = self._rx
+        quiet_until = self._rx_at + self._keepalive
+        if now < quiet_until:
             self._ping_deadline = None
         elif self._ping_deadline is None:
             self._core.ping()
@@ -345,4 +394,4 @@ class Session(asyncio.Protocol):
                 log.debug("peer link idle; closing", extra={"peer": self.peer})
                 self.goaway()
                 return
-        self._schedule_tick()
+        self._schedule_tick(quiet_until - now if now < quiet_until else None)
