@@ -7,13 +7,15 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .idle import close_all, open_idle
 from .load import run_iperf, run_wrk
 from .pingpong import ping_pong
 from .proc import BenchError, CpuMeter, tree_rss_kib
 from .tunnels import Context, Tunnel, make_tunnel
+
+T = TypeVar("T")
 
 CASES: dict[str, str] = {
     "tcp-1": "iperf3, 1 stream",
@@ -47,12 +49,18 @@ class Plan:
         return [v for v in self.variants if v != "direct"]
 
 
-def _measure_iperf(tunnel: Tunnel, plan: Plan, streams: int) -> dict[str, Any]:
+def _metered(tunnel: Tunnel, load: Callable[[], T]) -> tuple[T, Any, CpuMeter]:
+    """Run ``load`` while metering the tunnel's processes; (its result, CPU used, meter)."""
     meter = CpuMeter(tunnel.pids)
     meter.start()
-    result = run_iperf(tunnel.port, plan.seconds, streams)
+    result = load()
     used = meter.stop()
     tunnel.check_alive()
+    return result, used, meter
+
+
+def _measure_iperf(tunnel: Tunnel, plan: Plan, streams: int) -> dict[str, Any]:
+    result, used, meter = _metered(tunnel, lambda: run_iperf(tunnel.port, plan.seconds, streams))
     out: dict[str, Any] = {
         "gbps": result.gbps,
         "bytes": result.bytes,
@@ -74,11 +82,10 @@ def _measure_iperf(tunnel: Tunnel, plan: Plan, streams: int) -> dict[str, Any]:
 
 
 def _measure_wrk(tunnel: Tunnel, plan: Plan, close: bool) -> dict[str, Any]:
-    meter = CpuMeter(tunnel.pids)
-    meter.start()
-    result = run_wrk(tunnel.port, plan.seconds, close, tunnel.ctx.workdir / "wrk-report.lua")
-    used = meter.stop()
-    tunnel.check_alive()
+    report = tunnel.ctx.workdir / "wrk-report.lua"
+    result, used, meter = _metered(
+        tunnel, lambda: run_wrk(tunnel.port, plan.seconds, close, report)
+    )
     out: dict[str, Any] = {
         "rate": result.rate,
         "requests": result.requests,
@@ -100,11 +107,7 @@ def _measure_wrk(tunnel: Tunnel, plan: Plan, close: bool) -> dict[str, Any]:
 
 
 def _measure_pingpong(tunnel: Tunnel, plan: Plan) -> dict[str, Any]:
-    meter = CpuMeter(tunnel.pids)
-    meter.start()
-    result = ping_pong(tunnel.port, plan.round_trips)
-    used = meter.stop()
-    tunnel.check_alive()
+    result, used, meter = _metered(tunnel, lambda: ping_pong(tunnel.port, plan.round_trips))
     out: dict[str, Any] = {
         "round_trips": result.round_trips,
         "seconds": result.seconds,

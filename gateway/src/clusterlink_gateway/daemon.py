@@ -376,9 +376,7 @@ class Daemon:
         async def fabric() -> dict[str, Any]:
             (families, answered), documents = await asyncio.gather(
                 collect(metrics.registry, fetchers()),
-                gather_documents(
-                    {"recent": recent.recent(), "total": recent.total}, fetchers("refusals")
-                ),
+                gather_documents(recent.document(), fetchers("refusals")),
             )
             refusals, total = merge_refusals(documents)
             return snapshot(

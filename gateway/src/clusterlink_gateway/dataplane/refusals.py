@@ -52,9 +52,13 @@ class RecentRefusals:
         """Newest first, as JSON-ready dicts."""
         return [asdict(r) for r in reversed(self._ring)]
 
+    def document(self) -> dict[str, Any]:
+        """``recent()`` and ``total``: what ``merge`` takes per process."""
+        return {"recent": self.recent(), "total": self.total}
+
     def encode(self) -> bytes:
-        """``recent()`` and ``total`` as JSON (a worker's answer to the main process)."""
-        return json.dumps({"recent": self.recent(), "total": self.total}).encode()
+        """``document()`` as JSON (a worker's answer to the main process)."""
+        return json.dumps(self.document()).encode()
 
 
 def merge(processes: dict[str, dict[str, Any]], size: int = SIZE) -> tuple[list[dict], int]:
