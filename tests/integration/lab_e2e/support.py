@@ -228,10 +228,10 @@ class Fabric:
             time.sleep(every)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
-    def journal(self, hosts: Iterable[str] | None = None) -> str:
+    def journal(self, hosts: Iterable[str] | None = None, lines: int = 30) -> str:
         parts = []
         for host in hosts or self.members:
-            out = self.lab.run(host, f"journalctl -u {UNIT} --no-pager -n 30", timeout=30)
+            out = self.lab.run(host, f"journalctl -u {UNIT} --no-pager -n {lines}", timeout=30)
             parts.append(f"--- journal of {UNIT} on {host}:\n{out.stdout}")
         return "\n".join(parts)
 
