@@ -114,6 +114,12 @@ class Metrics:
             "Established peer links closed because the peer's certificate is revoked, by side",
             ["side"],
         )
+        self.untrusted_links = counter(
+            "peer_links_untrusted",
+            "Established peer links closed because a Peer's trust anchors changed and the "
+            "peer's certificate no longer passes them, by side",
+            ["side"],
+        )
         self.admin_refusals = counter(
             "admin_refusals",
             "Admin API connections or requests refused before a handler ran, by reason",

@@ -248,8 +248,8 @@ def test_admin_tcp_appearing_needs_restart(tmp_path: Path) -> None:
 
 
 def test_a_per_peer_anchor_is_one_more_input_to_the_same_rule(tmp_path: Path, ca: TestCA) -> None:
-    """A foreign party's CA valid for a named peer only: the same chain check, fed other
-    anchors (the shape for a later per-peer trust anchor)."""
+    """A foreign party's CA valid for a named peer only, and the only CA valid for it: the same
+    chain check, fed other anchors."""
     from clusterlink_gateway.peering.trust import TrustAnchors, check_chain
 
     foreign = TestCA(tmp_path / "foreign", "partner-ca")
@@ -263,3 +263,6 @@ def test_a_per_peer_anchor_is_one_more_input_to_the_same_rule(tmp_path: Path, ca
     assert info.value.reason == "unknown-ca"
     ours = _load(ca.issue("cl1").cert)
     assert check_chain(ours, [], anchors.for_name("cl1"), "cl1", now) == ca.cert
+    fabric_partner = _load(ca.issue("partner").cert)  # the fabric CA cannot speak for partner
+    with pytest.raises(TLSError):
+        check_chain(fabric_partner, [], anchors.for_name("partner"), "partner", now)

@@ -21,6 +21,7 @@ from ..peering.reverse import reverse_refusal
 from ..peering.serving import Handler, ServerLink
 from ..registry import Entry
 from .heartbeat import PeerMonitor
+from .trustmap import trust_status
 
 log = logging.getLogger("clusterlink.peers")
 
@@ -157,8 +158,9 @@ class PeerManager:
 
     def status(self, entry: Entry) -> dict[str, Any]:
         monitor = self.monitors.get(entry.name)
+        trust = trust_status(entry)
         if monitor is None:
-            return {"reachable": None, "last_seen": None, "labels": {}}
+            return {"reachable": None, "last_seen": None, "labels": {}, "trust": trust}
         health = monitor.health
         lending = self.lending.get(entry.name)
         return {
@@ -170,6 +172,7 @@ class PeerManager:
             "links": sum(1 for link in monitor.pool.links if link.usable),
             "via": "direct" if monitor.pool.dials else "reverse",
             "reverse_links": len(lending.links) if lending is not None else 0,
+            "trust": trust,
         }
 
     def renew_links(self) -> None:

@@ -26,6 +26,7 @@ from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
 from .refusals import RecentRefusals
+from .trustmap import peer_bundles
 
 log = logging.getLogger("clusterlink.dataplane")
 
@@ -52,7 +53,10 @@ class DataPlane:
         self.tls.subscribers.append(self._tls_changed)
         # closed fabric (the default): only the names of Peer objects hold peer-port links
         peers = registry.objects["peers"]
-        self.admission = Admission(peers.__contains__, open_fabric=config.listen.open_fabric)
+        self.admission = Admission(
+            peers.__contains__, open_fabric=config.listen.open_fabric, binding=self.tls.bind
+        )
+        self._registry = registry
         self._links: set[Any] = set()  # ServerLinks: accepted links and our reverse links
         self.peers = PeerManager(config, self.tls, server_links=self._links)
         self.refusals = RecentRefusals()  # the last refused connections (the fabric page)
@@ -106,6 +110,9 @@ class DataPlane:
         if kind.plural == "peers":
             if new is None:
                 self.close_links_of(name)
+            changed = self.tls.set_peer_bundles(peer_bundles(self._registry))
+            if changed:
+                self.close_unbound_links(changed)
             await self.peers.apply(name, new)
         elif kind.plural == "imports":
             await self.imports.apply(name, new)
@@ -128,6 +135,31 @@ class DataPlane:
         if doomed:
             log.info("links of a removed peer closed", extra={"peer": name, "links": len(doomed)})
         return len(doomed)
+
+    def close_unbound_links(self, names: set[str]) -> int:
+        """The anchors of ``names`` changed: close (both directions) every link of those peers
+        whose certificate no longer passes the binding rule; how many were closed."""
+        sides = [("server", link) for link in self._links if link.peer in names]
+        sides += [
+            ("client", link)
+            for name in names
+            if (pool := self.peers.pools.get(name)) is not None
+            for link in pool.links
+        ]
+        closed = 0
+        for side, link in sides:
+            der = link.peer_certificate()
+            if der is None or self.tls.holds(der, link.peer):
+                continue  # closing already, or still trusted
+            link.close()
+            self.metrics.untrusted_links.labels(side).inc()
+            closed += 1
+        if closed:
+            log.warning(
+                "peer links closed: certificate no longer trusted for its name",
+                extra={"peers": sorted(names), "links": closed},
+            )
+        return closed
 
     def certificates(self) -> tuple[CertificateFacts, ...]:
         """Our certificate, the fabric CAs and the admin listener's certificate, as installed

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_valida
 
 from .common import Host, IPAddress, Labels, Name, Port, PortOrZero, Strict
 from .selector import PolicySpec
+from .trust import MAX_BUNDLE_CHARS, check_ca_bundle
 
 LB_SCHEMES = ("round-robin", "random", "static")
 
@@ -25,6 +26,24 @@ class Gateway(Strict):
 
 
 CLIENT_ATTRIBUTES = ("honor", "ignore")
+
+
+class PeerTrust(Strict):
+    """The peer's own trust anchors: a foreign party's CA bundle (public certificates)."""
+
+    ca: str = Field(
+        max_length=MAX_BUNDLE_CHARS,
+        description=(
+            "PEM bundle of the CA(s) that directly issue this peer's gateway certificates; "
+            "certificates chaining to them are accepted for this peer's name only, and the "
+            "fabric CA no longer is"
+        ),
+    )
+
+    @field_validator("ca")
+    @classmethod
+    def _bundle(cls, ca: str) -> str:
+        return check_ca_bundle(ca)
 
 
 class PeerSpec(Strict):
@@ -58,6 +77,14 @@ class PeerSpec(Strict):
             "whether this gateway, as exporter, trusts the client address the peer asserts "
             "for its connections (clientCIDRs): honor, ignore, or null = honour only if the "
             "peer's certificate chains to the fabric CA"
+        ),
+    )
+
+    trust: PeerTrust | None = Field(
+        default=None,
+        description=(
+            "trust anchors of a foreign party's peer (omitted: the peer's certificates chain "
+            "to the fabric CA)"
         ),
     )
 
@@ -109,6 +136,10 @@ class PeerStatus(Strict):
     )
     reverse_links: int = Field(
         default=0, description="reverse links this gateway keeps open to the peer, at its request"
+    )
+    trust: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="the anchors of spec.trust.ca: subject, fingerprint_sha256, not_after",
     )
 
 
@@ -201,4 +232,6 @@ def object_document(kind: Kind, obj: _Envelope) -> dict[str, Any]:
     spec = obj.spec.model_dump(mode="json", by_alias=True)
     if isinstance(obj, Peer) and spec.get("client_attributes") is None:
         del spec["client_attributes"]  # unset means the default: stored as before it existed
+    if isinstance(obj, Peer) and spec.get("trust") is None:
+        spec.pop("trust", None)  # no own anchors: the fabric CA, stored as before
     return {"name": obj.name, "labels": dict(obj.labels), "spec": spec}

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .admission import NO_DNS_SAN, UNKNOWN_PEER, RefusalLog
+from .admission import NO_DNS_SAN, UNKNOWN_PEER, WRONG_ANCHOR, RefusalLog
 from .gate import HandshakeGate
 from .reverse import REASONS as REVERSE_REASONS
 from .tls import SERVER_ALPN
@@ -39,6 +39,7 @@ REASONS = (
     "bad-name",  # SNI is not our name
     NO_DNS_SAN,  # the certificate names no site in a DNS SAN (CN only)
     UNKNOWN_PEER,  # its name is not a Peer object here (and listen.open_fabric is off)
+    WRONG_ANCHOR,  # its issuer is not an anchor bound to its name (Peer spec.trust)
     "no-alpn",  # it did not negotiate ALPN h2
     "not-tls",  # it does not speak TLS (plain HTTP, garbage)
     "tls-error",  # any other TLS failure (protocol version, cipher, alert from the client)
@@ -267,7 +268,7 @@ class PeerAcceptor:
         ``refused_name``), otherwise at most LOG_LINES_PER_SECOND lines."""
         if self.on_failure is not None:
             self.on_failure(reason)
-        if name is not None or reason in (NO_DNS_SAN, UNKNOWN_PEER):
+        if name is not None or reason in (NO_DNS_SAN, UNKNOWN_PEER, WRONG_ANCHOR):
             ok, suppressed = self._named.allow(reason, name)
         else:
             ok, suppressed = self._limit.allow()

@@ -5,10 +5,12 @@ DNS SAN (the first one is the peer's identity; a CN is never used) and, unless t
 an open fabric (``listen.open_fabric``), that name is a Peer object here. The peering room does
 not know the registry: the data plane passes ``is_peer``, a predicate over names.
 
-``decide`` is the pure rule; ``Admission`` applies it to a handshaken TLS object. The verdict of
-an admitted link says whether it chains to the fabric CA (``fabric``): today always true, so a
-later per-peer foreign trust anchor only has to pass ``fabric=False`` for those peers (the
-exporter then ignores their client attributes by default).
+``decide`` is the pure rule; ``Admission`` applies it to a handshaken TLS object. Before the
+Peer allowlist, ``binding`` (``TLSContexts.bind``, the rule of ``anchors``) says whether the
+certificate's issuer may speak for its name at all (reason ``wrong-anchor``); it is None, and
+costs nothing, while no Peer carries its own trust anchors. The verdict of an admitted link
+says whether it chains to the fabric CA (``fabric``): false for a Peer with ``spec.trust`` (the
+exporter then ignores its client attributes by default).
 
 ``RefusalLog`` rate-limits the log line of a refusal to one per (reason, name) and window.
 """
@@ -24,7 +26,8 @@ from typing import Any
 # Reason classes of a refusal after a verified handshake (clusterlink_peer_handshake_failures).
 UNKNOWN_PEER = "unknown-peer"  # its name is not a Peer object here (closed fabric)
 NO_DNS_SAN = "no-dns-san"  # its certificate names no site in a DNS SAN (CN only, or nothing)
-REASONS = (UNKNOWN_PEER, NO_DNS_SAN)
+WRONG_ANCHOR = "wrong-anchor"  # its issuer is not an anchor bound to its name (see anchors)
+REASONS = (UNKNOWN_PEER, NO_DNS_SAN, WRONG_ANCHOR)
 
 PeerPredicate = Callable[[str], bool]
 
@@ -50,6 +53,9 @@ Verdict = Admitted | Refused
 
 # Given the verified peer's ssl object: may it hold a link (on an accepted transport)?
 AdmitHook = Callable[[Any], Verdict]
+# Given the ssl object and the name it claims: the anchor binding's verdict (None: no foreign
+# anchor is configured, the fabric CA vouches for every name as before).
+Binding = Callable[[Any, str], "Verdict | None"]
 
 
 def dns_name(cert: dict[str, Any] | None) -> str | None:
@@ -93,9 +99,16 @@ def decide(
 class Admission:
     """The admission rule with this gateway's settings, applied to a TLS object."""
 
-    def __init__(self, is_peer: PeerPredicate | None = None, *, open_fabric: bool = False) -> None:
+    def __init__(
+        self,
+        is_peer: PeerPredicate | None = None,
+        *,
+        open_fabric: bool = False,
+        binding: Binding | None = None,
+    ) -> None:
         self.is_peer = is_peer
         self.open_fabric = open_fabric
+        self.binding = binding
 
     def admits(self, name: str) -> bool:
         """Whether a link from ``name`` (already named by a DNS SAN) may stay up."""
@@ -108,7 +121,14 @@ class Admission:
                 cert = ssl_object.getpeercert()  # type: ignore[assignment]
             except (ValueError, ssl.SSLError):
                 cert = None
-        return decide(cert, is_peer=self.is_peer, open_fabric=self.open_fabric)
+        fabric = True
+        name = dns_name(cert)
+        if name is not None and self.binding is not None:
+            bound = self.binding(ssl_object, name)
+            if isinstance(bound, Refused):
+                return bound
+            fabric = bound is None or bound.fabric
+        return decide(cert, is_peer=self.is_peer, open_fabric=self.open_fabric, fabric=fabric)
 
 
 OPEN = Admission()  # any DNS SAN name (bare peer servers, tests)

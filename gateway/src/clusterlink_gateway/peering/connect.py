@@ -26,7 +26,7 @@ from .requesting import ClientLink
 from .reverse import ReverseHost, RoleSwitch
 from .serving import Handler, ServerLink
 from .session import KEEPALIVE, Session
-from .tls import REVERSE_ALPN, TLSContexts, peer_identity
+from .tls import REVERSE_ALPN, TLSContexts, TLSError, peer_identity
 
 _S = TypeVar("_S", bound=Session)
 
@@ -202,9 +202,14 @@ async def _open(
     handshake_timeout: float | None,
     on_tcp: Callable[[], None] | None = None,
 ) -> _S:
-    """TCP connect, TLS handshake (server name and certificate verified: ``peer_name``), then
-    revocation; the session ``make_session`` builds runs on the transport."""
+    """TCP connect, TLS handshake (server name and certificate verified: ``peer_name``, against
+    its own anchors if its Peer has them), then the anchor binding and revocation; the session
+    ``make_session`` builds runs on the transport."""
     loop = asyncio.get_running_loop()
+    try:
+        context = tls.client_context(reverse=reverse, peer=peer_name)
+    except TLSError as exc:
+        raise ConnectionError(f"{peer_name} at {host}:{port}: {exc}") from None
     try:
         async with asyncio.timeout(timeout):
             sock = await _tcp_connect(host, port)
@@ -213,7 +218,7 @@ async def _open(
         try:
             _, link = await loop.create_connection(
                 make_session,
-                ssl=tls.client_context(reverse=reverse),
+                ssl=context,
                 server_hostname=peer_name,
                 ssl_handshake_timeout=handshake_timeout or timeout,
                 sock=sock,
@@ -238,7 +243,13 @@ async def _open(
         raise ConnectionError(
             f"{peer_name} at {host}:{port}: {str(exc) or type(exc).__name__}"
         ) from None
-    revoked = tls.revoked(link._transport.get_extra_info("ssl_object") if link._transport else None)
+    ssl_object = link._transport.get_extra_info("ssl_object") if link._transport else None
+    unbound = tls.dial_refusal(ssl_object, peer_name)
+    if unbound is not None:
+        link.abort()
+        raise ConnectionError(f"{peer_name} at {host}:{port}: {unbound}")
+    link.fabric = not tls.bound(peer_name)  # a foreign party's site: see admission
+    revoked = tls.revoked(ssl_object)
     if revoked is not None:
         link.abort()
         tls.report_revoked_dial(peer_name, f"{host}:{port}", revoked)

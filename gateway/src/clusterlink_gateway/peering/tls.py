@@ -5,10 +5,14 @@ context at the start of every handshake, so reloaded files apply to new connecti
 established ones are untouched, and refuses a client whose SNI is not our name. Key material is
 never logged.
 
-Every load goes through ``trust.accept_material`` (the one acceptance rule). There is one
-reload path: ``TLSContexts.reload`` (called by SIGHUP and by ``watch``, the file watcher);
-subscribers (the data plane) hear of every change. A refusal keeps the old material, is counted
-through ``on_outcome`` and logged by the watcher once per distinct failure.
+Every load goes through ``trust.accept_material`` (the one acceptance rule). Peers with their
+own trust anchors (``set_peer_bundles``, see ``anchors``) add those to the listener's verify
+store and get a client context of their own (verifying against their anchors only); the
+binding rule (``bind``) then decides which name a foreign-issued certificate may speak for.
+There is one reload path: ``TLSContexts.reload`` (called by SIGHUP and by ``watch``, the file
+watcher); subscribers (the data plane) hear of every change. A refusal keeps the old material,
+is counted through ``on_outcome`` and logged by the watcher once per distinct failure. Reloads
+keep the Peers' anchors.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from .admission import Admitted, Refused
+from .anchors import PeerBundles, bind, changed_names, direct_issuer, holds
 from .revocation import Revocation, RevocationError, build_revocation
 from .trust import (
     CertificateFacts,
@@ -90,6 +98,11 @@ class _State:
     client: ssl.SSLContext = field(repr=False)
     reverse_client: ssl.SSLContext = field(repr=False)
     signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
+    bundles: PeerBundles = field(default_factory=dict, repr=False)  # anchors built in
+    # peer name -> (bundle digest, forward client context, reverse client context)
+    peer_clients: dict[str, tuple[str, ssl.SSLContext, ssl.SSLContext]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -112,7 +125,11 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | Non
     return None
 
 
-def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+def _base_context(
+    protocol: int, cert: Path, key: Path, ca: Path, cadata: bytes | None = None
+) -> ssl.SSLContext:
+    """A context with our certificate and key, verifying against ``ca`` (or, with ``cadata``,
+    against those PEM anchors only)."""
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -129,9 +146,13 @@ def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLCont
             f"certificate {cert} / key {key}: cannot load: {exc}", "unreadable"
         ) from None
     try:
-        ctx.load_verify_locations(cafile=str(ca))
-    except (ssl.SSLError, OSError) as exc:
-        raise TLSError(f"CA bundle {ca}: cannot load: {exc}") from None
+        if cadata is None:
+            ctx.load_verify_locations(cafile=str(ca))
+        else:  # a peer's own anchors: they may be intermediates (no root in the store)
+            ctx.load_verify_locations(cadata=cadata.decode())
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise TLSError(f"CA bundle {'of a peer' if cadata else ca}: cannot load: {exc}") from None
     if not ctx.get_ca_certs():
         raise TLSError(f"CA bundle {ca}: contains no CA certificate")
     return ctx
@@ -147,8 +168,43 @@ def _unchanged_since(material: Material, cert: Path, key: Path, ca: Path) -> Non
         raise TLSError(f"certificate {cert}: files changed while being loaded", "changed")
 
 
-def load_state(settings: TLSSettings) -> _State:
-    """Apply the acceptance rule to the files and settings and build the contexts."""
+def _peer_clients(
+    settings: TLSSettings, bundles: PeerBundles
+) -> dict[str, tuple[str, ssl.SSLContext, ssl.SSLContext]]:
+    """A forward and a reverse client context per Peer with its own anchors."""
+    out = {}
+    for name, bundle in bundles.items():
+        pair = []
+        for alpn in (ALPN, [REVERSE_ALPN]):
+            ctx = _base_context(
+                ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca, bundle.pem
+            )
+            ctx.set_alpn_protocols(alpn)
+            ctx.check_hostname = True
+            pair.append(ctx)
+        out[name] = (bundle.digest, pair[0], pair[1])
+    return out
+
+
+def _server_context(settings: TLSSettings, bundles: PeerBundles) -> ssl.SSLContext:
+    """The peer port's context: fabric CAs plus, when Peers carry their own, every foreign
+    anchor (which names each may speak for is ``bind``'s job after the handshake)."""
+    server = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
+    if bundles:
+        try:
+            server.load_verify_locations(cadata=b"".join(b.pem for b in bundles.values()).decode())
+        except (ssl.SSLError, ValueError) as exc:
+            raise TLSError(f"peer trust anchors: cannot load: {exc}") from None
+        server.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    server.set_alpn_protocols(SERVER_ALPN)
+    server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
+    return server
+
+
+def load_state(settings: TLSSettings, bundles: PeerBundles | None = None) -> _State:
+    """Apply the acceptance rule to the files and settings and build the contexts (with the
+    Peers' own anchors ``bundles``)."""
+    bundles = dict(bundles or {})
     anchors = TrustAnchors.from_bundle(read_file(settings.ca, "CA bundle"), settings.ca)
     try:
         revocation = build_revocation(
@@ -163,17 +219,18 @@ def load_state(settings: TLSSettings) -> _State:
         expected_name=settings.expected_name,
         revocation=revocation,
     )
-    server = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
-    server.set_alpn_protocols(SERVER_ALPN)
-    server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
+    server = _server_context(settings, bundles)
     client = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     client.set_alpn_protocols(ALPN)
     client.check_hostname = True
     reverse = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     reverse.set_alpn_protocols([REVERSE_ALPN])
     reverse.check_hostname = True
+    peer_clients = _peer_clients(settings, bundles)
     _unchanged_since(material, settings.cert, settings.key, settings.ca)
-    return _State(settings, material, revocation, server, client, reverse)
+    return _State(
+        settings, material, revocation, server, client, reverse, (), bundles, peer_clients
+    )
 
 
 Outcome = Callable[[str, "TLSError | None"], None]
@@ -212,6 +269,7 @@ class TLSContexts:
         )
         self.handshake_timeout = handshake_timeout
         self._signature = _stat(settings.watched())
+        self._bundles: PeerBundles = {}  # Peers' own anchors, as the registry holds them now
         self._current = load_state(settings)
         self._listener = _base_context(
             ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
@@ -250,10 +308,78 @@ class TLSContexts:
         """The listener's context; stable across reloads."""
         return self._listener
 
-    def client_context(self, *, reverse: bool = False) -> ssl.SSLContext:
-        """The current context for dialing a peer (pass ``server_hostname=<peer name>``); with
-        ``reverse``, for a reverse link (ALPN ``REVERSE_ALPN`` only)."""
-        return self._current.reverse_client if reverse else self._current.client
+    def client_context(self, *, reverse: bool = False, peer: str | None = None) -> ssl.SSLContext:
+        """The current context for dialing ``peer`` (pass ``server_hostname=<peer name>``); with
+        ``reverse``, for a reverse link (ALPN ``REVERSE_ALPN`` only). A Peer with its own
+        anchors gets a context verifying against them only; TLSError if they are not built
+        into the installed contexts (yet)."""
+        bundle = self._bundles.get(peer) if peer is not None else None
+        if bundle is None:
+            return self._current.reverse_client if reverse else self._current.client
+        built = self._current.peer_clients.get(peer or "")
+        if built is None or built[0] != bundle.digest:
+            raise TLSError(f"the trust anchors of peer {peer!r} are not installed", "unreadable")
+        return built[2] if reverse else built[1]
+
+    # -- per-peer trust anchors ----------------------------------------------------------------
+
+    @property
+    def peer_bundles(self) -> PeerBundles:
+        return self._bundles
+
+    def bound(self, peer: str) -> bool:
+        """Whether ``peer`` has its own trust anchors (a foreign party's site)."""
+        return peer in self._bundles
+
+    def set_peer_bundles(self, bundles: PeerBundles) -> set[str]:
+        """The Peers' own anchors changed: the binding rule uses them at once; the listener's
+        verify store and the per-peer client contexts are rebuilt (new handshakes get them
+        through the SNI swap). Returns the names whose anchors changed."""
+        changed = changed_names(self._bundles, bundles)
+        self._bundles = dict(bundles)
+        if not changed:
+            return changed
+        try:
+            if _stat(self._current.settings.watched()) != self._signature:
+                self.reload()  # the files changed too: one full reload with the new anchors
+            else:
+                state = load_state(self._current.settings, self._bundles)
+                self._current = replace(state, signature=self._current.signature)
+            log.info("peer trust anchors installed", extra={"peers": sorted(changed)})
+        except TLSError as exc:  # the rule still refuses what the new anchors refuse
+            log.error(
+                "peer trust anchors not installed; keeping the current contexts",
+                extra={"reason": exc.reason, "error": str(exc)},
+            )
+        return changed
+
+    def bind(self, ssl_object: Any, name: str) -> Admitted | Refused | None:
+        """The binding rule (``anchors.bind``) for an accepted certificate claiming ``name``;
+        None when no Peer has its own anchors (nothing to check, as before)."""
+        bundles = self._bundles
+        if not bundles:
+            return None
+        der = _der(ssl_object)
+        if der is None:
+            return Refused("wrong-anchor", "no certificate to check", name)
+        leaf = x509.load_der_x509_certificate(der)
+        return bind(leaf, name, self._current.material.anchors.fabric, bundles)
+
+    def holds(self, der: bytes | None, name: str) -> bool:
+        """Whether an established link's certificate still passes the binding for ``name``."""
+        return holds(der, name, self._current.material.anchors.fabric, self._bundles)
+
+    def dial_refusal(self, ssl_object: Any, peer: str) -> str | None:
+        """After dialing ``peer``: why its certificate must be refused (a Peer with its own
+        anchors: the leaf must be issued directly by one of them), or None."""
+        bundle = self._bundles.get(peer)
+        if bundle is None:
+            return None
+        der = _der(ssl_object)
+        leaf = x509.load_der_x509_certificate(der) if der else None
+        if leaf is None or direct_issuer(leaf, bundle.certs) is None:
+            return f"certificate of {peer!r} is not issued directly by one of its trust anchors"
+        return None
 
     def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         """Why the peer certificate of a completed handshake is revoked, or None."""
@@ -286,7 +412,7 @@ class TLSContexts:
         settings = settings or self._current.settings
         signature = _stat(settings.watched())
         try:
-            state = load_state(settings)
+            state = load_state(settings, self._bundles)
         except Exception as exc:
             self._signature = signature  # the watcher retries once the files change again
             if isinstance(exc, TLSError):
@@ -370,6 +496,16 @@ class TLSContexts:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_object.context = current.server
         return None
+
+
+def _der(ssl_object: Any) -> bytes | None:
+    if ssl_object is None:
+        return None
+    try:
+        der = ssl_object.getpeercert(binary_form=True)
+    except (ValueError, ssl.SSLError):
+        return None
+    return der if der else None
 
 
 @dataclass(frozen=True)

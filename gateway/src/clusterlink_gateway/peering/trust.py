@@ -53,15 +53,17 @@ class TLSError(Exception):
 
 @dataclass(frozen=True)
 class TrustAnchors:
-    """CAs a certificate may chain to: ``fabric`` for any name; ``per_peer[name]`` (later:
-    foreign parties' CAs) for that peer name only."""
+    """CAs a certificate may chain to: ``per_peer[name]`` (a foreign party's own CAs, Peer
+    ``spec.trust``) for that peer name only, ``fabric`` for every other name."""
 
     fabric: tuple[x509.Certificate, ...]
     per_peer: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
 
     def for_name(self, name: str | None) -> tuple[x509.Certificate, ...]:
-        """The anchors a certificate for ``name`` may chain to."""
-        return self.fabric + tuple(self.per_peer.get(name, ())) if name else self.fabric
+        """The anchors a certificate for ``name`` may chain to: its own if it has any (the
+        fabric CA cannot speak for a foreign party's site), else the fabric CAs."""
+        own = self.per_peer.get(name) if name else None
+        return tuple(own) if own else self.fabric
 
     @classmethod
     def from_bundle(cls, data: bytes, path: Path) -> TrustAnchors:
