@@ -48,6 +48,14 @@ class TestCA:
         self.ca_path = self.dir / f"{name}-ca.pem"
         self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
+    def cert_pem(self) -> bytes:
+        """This CA's certificate, PEM (what a peer puts in ``spec.trust.ca``)."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of this CA's certificate, lower-case hex."""
+        return self.cert.fingerprint(hashes.SHA256()).hex()
+
     def issue(
         self,
         name: str,

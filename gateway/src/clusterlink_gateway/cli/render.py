@@ -48,6 +48,18 @@ def _links(peer: dict[str, Any]) -> str:
     return f"{links} +{lent} reverse" if lent else str(links)
 
 
+def _trust(peer: dict[str, Any]) -> str:
+    """The Peer's own anchors (``spec.trust``): subject, SHA-256 fingerprint and not_after of
+    each; ``fabric`` without (never the PEM)."""
+    anchors = (peer.get("status") or {}).get("trust") or []
+    if not anchors:
+        return "fabric" if not peer["spec"].get("trust") else "own"
+    return "; ".join(
+        f"{a['subject']} sha256:{a['fingerprint_sha256']} until {a['not_after']}"
+        for a in anchors
+    )
+
+
 COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "offers": [("EXPORT", lambda o: o["name"]), ("LABELS", lambda o: _labels(o["labels"]))],
     "peers": [
@@ -55,6 +67,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
         ("GATEWAYS", _gateways),
         ("LINKS", _links),
         ("CLIENT ATTRS", lambda o: o["spec"].get("client_attributes") or "default"),
+        ("TRUST", _trust),
         ("REACHABLE", lambda o: _reach(o["status"].get("reachable"))),
         ("LAST SEEN", lambda o: o["status"].get("last_seen") or "-"),
         ("LABELS", lambda o: _labels(o["status"].get("labels") or o["labels"])),
