@@ -38,8 +38,9 @@ def _partner(fabric: Fabric, ca: TestCA) -> GatewayProcess:
     return gw
 
 
-def _peer(fabric: Fabric, on: str, peer: str, trust: bytes | None) -> dict:
-    body = {"name": peer, "spec": {"gateways": [fabric.endpoint(peer)]}}
+def _peer(fabric: Fabric, on: str, peer: str, trust: bytes | None, dial: bool = True) -> dict:
+    spec = {"gateways": [fabric.endpoint(peer)]} if dial else {"dial": False}
+    body: dict = {"name": peer, "spec": spec}
     if trust is not None:
         body["spec"]["trust"] = {"ca": trust.decode()}
     client = fabric.client(on)
@@ -56,16 +57,17 @@ def _import(fabric: Fabric, on: str, source: str) -> int:
     return fabric.import_port(on, f"from-{source}")
 
 
-def setup(fabric: Fabric) -> tuple[TestCA, int, int]:
+def setup(fabric: Fabric, *, outbound_only: bool = False) -> tuple[TestCA, int, int]:
     """cl0, cl1 (fabric CA) and partner (its CA), peered with trust; each exports its echo,
-    cl0 and partner import each other's. Returns (partner CA, port on cl0, port on partner)."""
+    cl0 and partner import each other's. Returns (partner CA, port on cl0, port on partner).
+    ``outbound_only``: cl0 never dials partner (dial: false), partner opens reverse links."""
     partner_ca = TestCA(fabric.root / "partner-pki", "partner-ca")
     fabric.start("cl0")
     fabric.start("cl1")
     fabric.add_peer("cl0", "cl1")
     _partner(fabric, partner_ca)
     _peer(fabric, "partner", "cl0", fabric.ca.cert_pem())
-    _peer(fabric, "cl0", "partner", partner_ca.cert_pem())
+    _peer(fabric, "cl0", "partner", partner_ca.cert_pem(), dial=not outbound_only)
     for name in ("cl0", "partner"):
         fabric.export_echo(name)
         fabric.allow_all(name)
@@ -176,3 +178,28 @@ def test_anchor_rotation_with_overlap_then_removal_closes_the_partners_links(
     (fabric.root / "trust-removal.json").write_text(
         json.dumps({"links_closed": closed, "seconds": elapsed})
     )
+
+
+def test_an_outbound_only_partner_reaches_us_over_reverse_links_until_its_trust_goes(
+    fabric: Fabric,
+) -> None:
+    """Reverse links dialed by the partner (verified against its own anchors for cl0: our
+    fabric CA) carry cl0's streams to partner; removing the trust closes them."""
+    _, cl0_port, partner_port = setup(fabric, outbound_only=True)
+    status = _peer_status(fabric, "cl0", "partner")
+    assert status["via"] == "reverse" and status["links"] >= 1
+    assert _peer_status(fabric, "partner", "cl0")["reverse_links"] >= 1
+    started = time.monotonic()
+    _peer(fabric, "cl0", "partner", None, dial=False)
+    assert wait_for(
+        lambda: (
+            _peer_status(fabric, "cl0", "partner")["links"] == 0
+            and _peer_status(fabric, "partner", "cl0")["reverse_links"] == 0
+            and _peer_status(fabric, "partner", "cl0")["links"] == 0
+        ),
+        DEADLINE,
+    )
+    print(
+        f"trust removed (reverse links): both sides at 0 links in {time.monotonic() - started:.2f} s"
+    )
+    assert get(cl0_port) != "partner" and get(partner_port) != "cl0"
