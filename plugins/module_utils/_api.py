@@ -354,8 +354,15 @@ class GatewayResource:
         except Unreachable as exc:
             self.module.fail_json(msg=str(exc), changed=False, operation=OPERATION_NONE)
         if self.module._diff:
-            result["diff"] = dict(before=before, after=after)
+            result["diff"] = dict(
+                before=self.diff_view(before) if before else before,
+                after=self.diff_view(after) if after else after,
+            )
         return result
+
+    def diff_view(self, comparable):
+        """What diff mode shows of a compared object (a subclass may hide or summarise)."""
+        return comparable
 
     def _call(self, method, name, verb, body=None):
         path = self.api.path(self.kind, name)

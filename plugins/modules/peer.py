@@ -71,6 +71,28 @@ options:
         fabric.
     type: str
     choices: [honor, ignore]
+  trust:
+    description:
+      - The peer's own trust anchors, for a site run by another party with its own CA. Its
+        gateways' certificates must then be issued directly by a CA of O(trust.ca), and are
+        accepted for this peer's name only; the fabric CA no longer vouches for this name, and
+        the party's CA vouches for no other name (not for this site's own, nor for the other
+        sites of the fabric).
+      - This gateway dials the peer verifying its certificate against these anchors only.
+      - Omitted, the peer is a site of this fabric (its certificates chain to the fabric CA).
+        Removing it (or changing the bundle) closes within seconds every link of the peer
+        whose certificate no longer passes.
+      - For a rotation of the party's CA, list the old and the new CA during the overlap.
+      - The diff shows each anchor's SHA-256 fingerprint (and subject), never the PEM.
+    type: dict
+    suboptions:
+      ca:
+        description:
+          - PEM bundle of the CA certificate(s) (public, never a key) that directly issue the
+            peer's gateway certificates; at least one valid now, at most 16.
+          - For example V("{{ lookup('file', 'partner-ca.pem') }}").
+        type: str
+        required: true
 seealso:
   - module: clusterlink.fabric.gateway_info
   - module: clusterlink.fabric.imported_service
@@ -95,6 +117,14 @@ EXAMPLES = r"""
     gateways:
       - host: 203.0.113.7
     client_attributes: ignore
+
+- name: Peer with a site of another team, which has its own CA
+  clusterlink.fabric.peer:
+    name: partner
+    gateways:
+      - host: 203.0.113.9
+    trust:
+      ca: "{{ lookup('file', 'partner-ca.pem') }}"
 
 - name: Peer with an outbound-only site (behind NAT), reached over the links it opens to us
   clusterlink.fabric.peer:
@@ -140,13 +170,15 @@ peer:
     spec:
       description:
         - C(dial) (whether this gateway dials the peer), the endpoints, C(gateways), each
-          with C(host) and C(port), and C(client_attributes) if it is set.
+          with C(host) and C(port), C(client_attributes) if it is set, and C(trust) (with
+          C(ca), the canonical PEM bundle) if the peer has its own anchors.
       type: dict
       returned: always
     status:
       description:
         - Read-only state of the peer, C(reachable) (null until the first heartbeat),
-          C(last_seen), C(labels) learned from the peer, C(rtt_ms), C(error), C(links).
+          C(last_seen), C(labels) learned from the peer, C(rtt_ms), C(error), C(links), and
+          C(trust) (C(subject), C(fingerprint_sha256) and C(not_after) of each own anchor).
       type: dict
       returned: when the object exists on the gateway
   sample:
@@ -161,6 +193,10 @@ peer:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.clusterlink.fabric.plugins.module_utils._anchors import (
+    canonical_bundle,
+    describe_bundle,
+)
 from ansible_collections.clusterlink.fabric.plugins.module_utils._api import GatewayResource
 
 
@@ -180,6 +216,7 @@ class Peer(GatewayResource):
             ),
         ),
         client_attributes=dict(type="str", choices=["honor", "ignore"]),
+        trust=dict(type="dict", options=dict(ca=dict(type="str", required=True))),
     )
     # gateways: required when state=present and dial=true, checked in run() (required_if
     # takes one condition only).
@@ -200,6 +237,8 @@ class Peer(GatewayResource):
         spec = {"dial": self.params["dial"], "gateways": self.params["gateways"] or []}
         if self.params["client_attributes"] is not None:  # unset: the gateway's default
             spec["client_attributes"] = self.params["client_attributes"]
+        if self.params["trust"] is not None:
+            spec["trust"] = {"ca": self.params["trust"]["ca"]}
         return spec
 
     def normalize_spec(self, spec):
@@ -212,7 +251,18 @@ class Peer(GatewayResource):
         }
         if spec.get("client_attributes") is not None:  # unset: absent, as the API shows it
             out["client_attributes"] = spec["client_attributes"]
+        trust = spec.get("trust")
+        if isinstance(trust, dict) and trust.get("ca") is not None:  # unset: absent
+            out["trust"] = {"ca": canonical_bundle(str(trust["ca"]))}
         return out
+
+    def diff_view(self, comparable):
+        """The anchors as fingerprints and subjects, never the PEM."""
+        trust = (comparable.get("spec") or {}).get("trust")
+        if not trust:
+            return comparable
+        spec = dict(comparable["spec"], trust={"ca": describe_bundle(trust["ca"])})
+        return dict(comparable, spec=spec)
 
 
 def main():
