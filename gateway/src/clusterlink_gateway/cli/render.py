@@ -55,8 +55,7 @@ def _trust(peer: dict[str, Any]) -> str:
     if not anchors:
         return "fabric" if not peer["spec"].get("trust") else "own"
     return "; ".join(
-        f"{a['subject']} sha256:{a['fingerprint_sha256']} until {a['not_after']}"
-        for a in anchors
+        f"{a['subject']} sha256:{a['fingerprint_sha256']} until {a['not_after']}" for a in anchors
     )
 
 
