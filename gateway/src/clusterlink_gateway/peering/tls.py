@@ -33,6 +33,15 @@ from cryptography import x509
 
 from .admission import Admitted, Refused
 from .anchors import PeerBundles, bind, changed_names, direct_issuer, holds
+from .contexts import (
+    ALPN,
+    REVERSE_ALPN,
+    SERVER_ALPN,
+    base_context,
+    peer_clients,
+    peer_der,
+    server_context,
+)
 from .revocation import Revocation, RevocationError, build_revocation
 from .trust import (
     CertificateFacts,
@@ -45,11 +54,6 @@ from .trust import (
 
 log = logging.getLogger("clusterlink.peering")
 
-ALPN = ["h2"]  # a forward link: the dialer is the HTTP/2 client
-# A reverse link: the dialer (an outbound-only site) is the HTTP/2 server, the accepting side
-# opens the streams (see ``reverse``). Announced by the dialer, which offers only this id.
-REVERSE_ALPN = "clusterlink-reverse/1"
-SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts
 REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial lines per peer
 
 __all__ = [
@@ -125,39 +129,6 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | Non
     return None
 
 
-def _base_context(
-    protocol: int, cert: Path, key: Path, ca: Path, cadata: bytes | None = None
-) -> ssl.SSLContext:
-    """A context with our certificate and key, verifying against ``ca`` (or, with ``cadata``,
-    against those PEM anchors only)."""
-    ctx = ssl.SSLContext(protocol)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    try:
-        ctx.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
-            raise TLSError(f"key {key} does not match certificate {cert}", "key-mismatch") from None
-        raise TLSError(
-            f"certificate {cert} / key {key}: cannot load: {exc.reason or exc}"
-        ) from None
-    except OSError as exc:
-        raise TLSError(
-            f"certificate {cert} / key {key}: cannot load: {exc}", "unreadable"
-        ) from None
-    try:
-        if cadata is None:
-            ctx.load_verify_locations(cafile=str(ca))
-        else:  # a peer's own anchors: they may be intermediates (no root in the store)
-            ctx.load_verify_locations(cadata=cadata.decode())
-            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise TLSError(f"CA bundle {'of a peer' if cadata else ca}: cannot load: {exc}") from None
-    if not ctx.get_ca_certs():
-        raise TLSError(f"CA bundle {ca}: contains no CA certificate")
-    return ctx
-
-
 def _unchanged_since(material: Material, cert: Path, key: Path, ca: Path) -> None:
     """The contexts were built from the paths: refuse if the files changed since they were
     checked (a renewal caught half-written); the next change is tried again."""
@@ -166,39 +137,6 @@ def _unchanged_since(material: Material, cert: Path, key: Path, ca: Path) -> Non
         digest.update(hashlib.sha256(read_file(path, what)).digest())
     if digest.hexdigest() != material.digest:
         raise TLSError(f"certificate {cert}: files changed while being loaded", "changed")
-
-
-def _peer_clients(
-    settings: TLSSettings, bundles: PeerBundles
-) -> dict[str, tuple[str, ssl.SSLContext, ssl.SSLContext]]:
-    """A forward and a reverse client context per Peer with its own anchors."""
-    out = {}
-    for name, bundle in bundles.items():
-        pair = []
-        for alpn in (ALPN, [REVERSE_ALPN]):
-            ctx = _base_context(
-                ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca, bundle.pem
-            )
-            ctx.set_alpn_protocols(alpn)
-            ctx.check_hostname = True
-            pair.append(ctx)
-        out[name] = (bundle.digest, pair[0], pair[1])
-    return out
-
-
-def _server_context(settings: TLSSettings, bundles: PeerBundles) -> ssl.SSLContext:
-    """The peer port's context: fabric CAs plus, when Peers carry their own, every foreign
-    anchor (which names each may speak for is ``bind``'s job after the handshake)."""
-    server = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
-    if bundles:
-        try:
-            server.load_verify_locations(cadata=b"".join(b.pem for b in bundles.values()).decode())
-        except (ssl.SSLError, ValueError) as exc:
-            raise TLSError(f"peer trust anchors: cannot load: {exc}") from None
-        server.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    server.set_alpn_protocols(SERVER_ALPN)
-    server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
-    return server
 
 
 def load_state(settings: TLSSettings, bundles: PeerBundles | None = None) -> _State:
@@ -219,18 +157,16 @@ def load_state(settings: TLSSettings, bundles: PeerBundles | None = None) -> _St
         expected_name=settings.expected_name,
         revocation=revocation,
     )
-    server = _server_context(settings, bundles)
-    client = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
+    server = server_context(settings.cert, settings.key, settings.ca, bundles)
+    client = base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     client.set_alpn_protocols(ALPN)
     client.check_hostname = True
-    reverse = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
+    reverse = base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     reverse.set_alpn_protocols([REVERSE_ALPN])
     reverse.check_hostname = True
-    peer_clients = _peer_clients(settings, bundles)
+    per_peer = peer_clients(settings.cert, settings.key, settings.ca, bundles)
     _unchanged_since(material, settings.cert, settings.key, settings.ca)
-    return _State(
-        settings, material, revocation, server, client, reverse, (), bundles, peer_clients
-    )
+    return _State(settings, material, revocation, server, client, reverse, (), bundles, per_peer)
 
 
 Outcome = Callable[[str, "TLSError | None"], None]
@@ -271,7 +207,7 @@ class TLSContexts:
         self._signature = _stat(settings.watched())
         self._bundles: PeerBundles = {}  # Peers' own anchors, as the registry holds them now
         self._current = load_state(settings)
-        self._listener = _base_context(
+        self._listener = base_context(
             ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
         )
         self._listener.set_alpn_protocols(SERVER_ALPN)
@@ -359,7 +295,7 @@ class TLSContexts:
         bundles = self._bundles
         if not bundles:
             return None
-        der = _der(ssl_object)
+        der = peer_der(ssl_object)
         if der is None:
             return Refused("wrong-anchor", "no certificate to check", name)
         leaf = x509.load_der_x509_certificate(der)
@@ -375,7 +311,7 @@ class TLSContexts:
         bundle = self._bundles.get(peer)
         if bundle is None:
             return None
-        der = _der(ssl_object)
+        der = peer_der(ssl_object)
         leaf = x509.load_der_x509_certificate(der) if der else None
         if leaf is None or direct_issuer(leaf, bundle.certs) is None:
             return f"certificate of {peer!r} is not issued directly by one of its trust anchors"
@@ -498,16 +434,6 @@ class TLSContexts:
         return None
 
 
-def _der(ssl_object: Any) -> bytes | None:
-    if ssl_object is None:
-        return None
-    try:
-        der = ssl_object.getpeercert(binary_form=True)
-    except (ValueError, ssl.SSLError):
-        return None
-    return der if der else None
-
-
 @dataclass(frozen=True)
 class AdminMaterial:
     """Accepted admin listener material: its server context and what was learned from it."""
@@ -530,7 +456,7 @@ class AdminTLS:
     def prepare(cert: Path, key: Path, client_ca: Path) -> AdminMaterial:
         """A server context from the files, through the acceptance rule; TLSError if refused."""
         material = accept_material(cert, key, client_ca, expected_name=None, purpose="admin")
-        context = _base_context(ssl.PROTOCOL_TLS_SERVER, Path(cert), Path(key), Path(client_ca))
+        context = base_context(ssl.PROTOCOL_TLS_SERVER, Path(cert), Path(key), Path(client_ca))
         return AdminMaterial(context, material)
 
     def context(self) -> ssl.SSLContext:
