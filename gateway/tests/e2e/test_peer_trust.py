@@ -105,6 +105,13 @@ def test_a_partner_with_its_own_ca_is_accepted_as_its_name_and_serves_both_ways(
     with tls_client(fabric, partner_ca.issue("partner"), fabric.ca.ca_path) as sock:
         assert h2_request(sock, HEALTHZ)[0] == 200
     log_lines(fabric, "peer handshake refused")  # asserts no PEM in the log
+    # gwctl: --trust-ca none removes the anchors, --trust-ca FILE sets them
+    gwctl = [str(BIN / "gwctl"), "--socket", str(fabric["cl0"].socket), "update", "peer"]
+    subprocess.run([*gwctl, "partner", "--trust-ca", "none"], check=True, timeout=30)
+    assert "trust" not in fabric.client("cl0").get("peers", "partner")["spec"]
+    ca_file = str(partner_ca.ca_path)
+    subprocess.run([*gwctl, "partner", "--trust-ca", ca_file], check=True, timeout=30)
+    assert _peer_status(fabric, "cl0", "partner")["trust"] == status["trust"]
 
 
 def test_a_foreign_certificate_cannot_speak_for_our_sites_nor_ours_for_the_partner(

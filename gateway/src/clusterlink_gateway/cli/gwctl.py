@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -69,6 +70,13 @@ def _selectors(values: list[str] | None, flag: str) -> list[Any] | None:
     return out
 
 
+def _read_bundle(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--trust-ca {path}: cannot read: {exc}") from None
+
+
 def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     """Apply the command-line flags of ``kind`` on top of ``base`` (an existing spec or {})."""
     spec = dict(base)
@@ -82,6 +90,10 @@ def spec_from_flags(kind: Kind, args: argparse.Namespace, base: dict[str, Any]) 
             spec.pop("client_attributes", None)
         else:
             given["client_attributes"] = args.client_attributes
+        if args.trust_ca == "none":
+            spec.pop("trust", None)
+        elif args.trust_ca is not None:
+            given["trust"] = {"ca": _read_bundle(args.trust_ca)}
     elif kind.plural == "exports":
         given.update(host=args.host, port=args.port)
         if args.allowed_peer is not None:
@@ -243,6 +255,12 @@ def _object_flags(parser: argparse.ArgumentParser) -> None:
         choices=["honor", "ignore", "default"],
         help="as exporter, use the client address this peer asserts (honor), not (ignore), or "
         "the default (honour peers of the fabric CA)",
+    )
+    peer.add_argument(
+        "--trust-ca",
+        metavar="FILE|none",
+        help="PEM bundle of another party's CA: the only CA vouching for this peer (spec.trust); "
+        "none: remove it (the fabric CA vouches again)",
     )
     peer.add_argument(
         "--dial",
