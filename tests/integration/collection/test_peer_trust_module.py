@@ -1,6 +1,7 @@
 """``clusterlink.fabric.peer`` with ``trust.ca`` against a real gateway: check mode, diff
 (fingerprints and subjects, never the PEM), idempotence with a bundle read by
-``lookup('file')`` (trailing newline stripped), rotation, removal, and a refused bundle."""
+``lookup('file')`` (trailing newline stripped), rotation, removal, and a refused bundle; and the
+peering role passing ``clusterlink_peers[].trust`` on."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from support.gateway import GatewayProcess
 from support.pki import TestCA
 
-from .conftest import Ansible
+from .conftest import RENDER_PEERS_PLAY, Ansible
 
 MODULE = "clusterlink.fabric.peer"
 
@@ -98,3 +99,24 @@ def test_trust_ca_lifecycle(gateway: GatewayProcess, ansible: Ansible, tmp_path:
     assert removed["changed"] and "trust" not in removed["peer"]["spec"]
     assert "trust" not in removed["diff"]["after"]["spec"]
     assert run.result("remove trust again")["changed"] is False
+
+
+def test_the_peering_role_passes_a_peers_trust_on(ansible: Ansible, tmp_path: Path) -> None:
+    partner = TestCA(tmp_path / "partner", "partner-ca")
+    item = {
+        "name": "partner",
+        "gateways": [{"host": "203.0.113.9", "port": 443}],
+        "trust": {"ca": _lookup(partner.ca_path)},
+    }
+    host = {"clusterlink_advertise_address": "127.0.0.1", "clusterlink_port": 4443}
+    hosts = {"site-a": {**host, "clusterlink_peers": [item]}, "site-b": host}
+    run = ansible.play(
+        [RENDER_PEERS_PLAY],
+        inventory=ansible.inventory(hosts),
+        args=("-e", "ansible_become=false"),
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    rendered = next(t for t in run.tasks if t["name"] == "Rendered peers")["hosts"]
+    [peer] = rendered["site-a"]["__clusterlink_peering_peers"]
+    assert peer["trust"]["ca"].strip() == partner.cert_pem().decode().strip()
+    assert all("trust" not in p for p in rendered["site-b"]["__clusterlink_peering_peers"])
