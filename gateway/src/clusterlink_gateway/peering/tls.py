@@ -298,7 +298,10 @@ class TLSContexts:
         der = peer_der(ssl_object)
         if der is None:
             return Refused("wrong-anchor", "no certificate to check", name)
-        leaf = x509.load_der_x509_certificate(der)
+        try:
+            leaf = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return Refused("wrong-anchor", "certificate cannot be parsed", name)
         return bind(leaf, name, self._current.material.anchors.fabric, bundles)
 
     def holds(self, der: bytes | None, name: str) -> bool:
@@ -312,7 +315,10 @@ class TLSContexts:
         if bundle is None:
             return None
         der = peer_der(ssl_object)
-        leaf = x509.load_der_x509_certificate(der) if der else None
+        try:
+            leaf = x509.load_der_x509_certificate(der) if der else None
+        except ValueError:
+            leaf = None
         if leaf is None or direct_issuer(leaf, bundle.certs) is None:
             return f"certificate of {peer!r} is not issued directly by one of its trust anchors"
         return None
