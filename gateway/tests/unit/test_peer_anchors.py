@@ -302,3 +302,18 @@ def test_an_all_expired_bundle_is_refused_one_valid_suffices(partner: TestCA) ->
 def test_too_many_anchors_are_refused(partner: TestCA) -> None:
     message = _peer_error(_pem(*[partner.cert] * (MAX_ANCHORS + 1)))
     assert f"at most {MAX_ANCHORS}" in message
+
+
+def test_dialing_a_bound_peer_needs_a_leaf_issued_directly_by_its_anchors(
+    ca: TestCA, partner: TestCA
+) -> None:
+    ours = ca.issue("cl0")
+    tls = TLSContexts(ours.cert, ours.key, ca.ca_path, expected_name="cl0")
+    tls.set_peer_bundles(_bundles(partner=partner))
+    assert tls.dial_refusal(_SSL(_load(partner.issue("partner").cert)), "partner") is None
+    inter, key = _intermediate(partner, "partner-issuing")
+    refusal = tls.dial_refusal(_SSL(_leaf(inter, key, "partner")), "partner")
+    assert refusal is not None and "directly" in refusal
+    assert tls.dial_refusal(None, "partner") is not None
+    assert tls.dial_refusal(None, "cl1") is None  # a fabric peer: the fabric context decided
+    assert tls.bound("partner") and not tls.bound("cl1")
