@@ -13,7 +13,6 @@ CA, partner holds Peer cl0 with ``spec.trust.ca`` = our fabric CA.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
@@ -182,9 +181,6 @@ def test_anchor_rotation_with_overlap_then_removal_closes_the_partners_links(
     assert get(cl0_port) != "partner"  # no link can be made any more
     lines = log_lines(fabric, "peer links closed: certificate no longer trusted for its name")
     assert lines and lines[0]["peers"] == ["partner"]
-    (fabric.root / "trust-removal.json").write_text(
-        json.dumps({"links_closed": closed, "seconds": elapsed})
-    )
 
 
 def test_an_outbound_only_partner_reaches_us_over_reverse_links_until_its_trust_goes(
