@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ..client import DEFAULT_SOCKET, AdminClient, APIError
 from ..model.errors import format_validation_error
 from ..model.objects import KINDS, Kind, kind_for, object_document
+from . import grant
 from .apply import ApplyError, FileError, check_documents, execute, plan, read_documents
 from .export import export_documents, render_export, write_file
 from .render import render
@@ -318,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
     status = sub.add_parser("status", help="peers, imports and exports at a glance")
     status.set_defaults(func=cmd_status)
+    grant.add_parser(sub)
     return parser
 
 

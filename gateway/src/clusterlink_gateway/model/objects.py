@@ -27,6 +27,10 @@ class Gateway(Strict):
 CLIENT_ATTRIBUTES = ("honor", "ignore")
 
 
+class PeerTrust(Strict):
+    ca: str = Field(min_length=1, max_length=65536, description="PEM CA bundle")
+
+
 class PeerSpec(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -59,6 +63,12 @@ class PeerSpec(Strict):
             "for its connections (clientCIDRs): honor, ignore, or null = honour only if the "
             "peer's certificate chains to the fabric CA"
         ),
+    )
+
+    # Placeholder for issue [6] point 1 (branch h-trust owns the field and its enforcement):
+    # accepted and stored, not yet used by TLS, so a foreign CA here admits nobody (fail closed).
+    trust: PeerTrust | None = Field(
+        default=None, description="a foreign party's CA, valid only for this Peer's name"
     )
 
     @field_validator("gateways")

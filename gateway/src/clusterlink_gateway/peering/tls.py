@@ -41,11 +41,18 @@ ALPN = ["h2"]  # a forward link: the dialer is the HTTP/2 client
 # A reverse link: the dialer (an outbound-only site) is the HTTP/2 server, the accepting side
 # opens the streams (see ``reverse``). Announced by the dialer, which offers only this id.
 REVERSE_ALPN = "clusterlink-reverse/1"
-SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts
+SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts under our own name
+# A grant redemption (``grantwire``): a gateway whose CA is not known here yet redeems a
+# peering grant. It asks for GRANT_SNI instead of our name and offers only GRANT_ALPN; that
+# connection gets a context with no other protocol and may come without a client certificate.
+GRANT_ALPN = "clusterlink-grant/1"
+GRANT_SNI = "clusterlink-grant.invalid"
 REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial lines per peer
 
 __all__ = [
     "ALPN",
+    "GRANT_ALPN",
+    "GRANT_SNI",
     "REVERSE_ALPN",
     "SERVER_ALPN",
     "AdminTLS",
@@ -89,6 +96,7 @@ class _State:
     server: ssl.SSLContext = field(repr=False)
     client: ssl.SSLContext = field(repr=False)
     reverse_client: ssl.SSLContext = field(repr=False)
+    grant_server: ssl.SSLContext | None = field(default=None, repr=False)
     signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
 
     @property
@@ -172,8 +180,11 @@ def load_state(settings: TLSSettings) -> _State:
     reverse = _base_context(ssl.PROTOCOL_TLS_CLIENT, settings.cert, settings.key, settings.ca)
     reverse.set_alpn_protocols([REVERSE_ALPN])
     reverse.check_hostname = True
+    grant = _base_context(ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca)
+    grant.set_alpn_protocols([GRANT_ALPN])
+    grant.num_tickets = 0
     _unchanged_since(material, settings.cert, settings.key, settings.ca)
-    return _State(settings, material, revocation, server, client, reverse)
+    return _State(settings, material, revocation, server, client, reverse, grant)
 
 
 Outcome = Callable[[str, "TLSError | None"], None]
@@ -217,6 +228,10 @@ class TLSContexts:
             ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
         )
         self._listener.set_alpn_protocols(SERVER_ALPN)
+        # The verify mode of a connection is the listener's, whatever context SNI swaps in: a
+        # certificate, when sent, must verify; a missing one is refused after the handshake
+        # (``accept.admission_refusal``, reason no-certificate) except for a grant redemption.
+        self._listener.verify_mode = ssl.CERT_OPTIONAL
         self._listener.sni_callback = self._select_context
         self.subscribers: list[Subscriber] = []
         self.on_outcome: Outcome | None = None  # ("success" | "failure", error): metrics
@@ -254,6 +269,14 @@ class TLSContexts:
         """The current context for dialing a peer (pass ``server_hostname=<peer name>``); with
         ``reverse``, for a reverse link (ALPN ``REVERSE_ALPN`` only)."""
         return self._current.reverse_client if reverse else self._current.client
+
+    def certificate_der(self) -> bytes:
+        """Our installed certificate (DER): a grant redemption is bound to it."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        pem = read_file(self._current.settings.cert, "certificate")
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
     def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         """Why the peer certificate of a completed handshake is revoked, or None."""
@@ -366,6 +389,9 @@ class TLSContexts:
         """SNI callback: refuse a client that asks for another name (or none); the handshake
         then fails with CALLBACK_FAILED, which the peer port counts as ``bad-name``."""
         current = self._current
+        if server_name == GRANT_SNI and current.grant_server is not None:
+            ssl_object.context = current.grant_server
+            return None
         if server_name != current.name:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_object.context = current.server
