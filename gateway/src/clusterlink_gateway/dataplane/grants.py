@@ -291,11 +291,11 @@ class GrantService:
                 "grant": grant.id,
                 "peers": peers_held,
             }
+        if self.clock() >= grant.expires:
+            return self._redeemer_refusal(core.EXPIRED, "the grant expired")
         if grant.peer_name != local:
             message = f"the grant is for {grant.peer_name!r}; this gateway is {local!r}"
             return self._redeemer_refusal(core.BAD_REQUEST, message)
-        if self.clock() >= grant.expires:
-            return self._redeemer_refusal(core.EXPIRED, "the grant expired")
         for site in grant.sites:
             if site.name == local or site.name in self.registry.objects["peers"]:
                 raise Conflict(f"a Peer {site.name!r} exists already", field="grant")

@@ -50,8 +50,7 @@ class GrantSession(asyncio.Protocol):
         self._client: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's TLS app transport
         peer = transport.get_extra_info("peername")
         self._client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
         self._timer = asyncio.get_running_loop().call_later(self._timeout, transport.abort)
