@@ -211,4 +211,6 @@ def object_document(kind: Kind, obj: _Envelope) -> dict[str, Any]:
     spec = obj.spec.model_dump(mode="json", by_alias=True)
     if isinstance(obj, Peer) and spec.get("client_attributes") is None:
         del spec["client_attributes"]  # unset means the default: stored as before it existed
+    if isinstance(obj, Peer) and spec.get("trust") is None:
+        del spec["trust"]  # the same: no foreign anchor
     return {"name": obj.name, "labels": dict(obj.labels), "spec": spec}
