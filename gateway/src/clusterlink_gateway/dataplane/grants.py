@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..metrics import Metrics
 from ..model.common import DNS_LABEL
-from ..model.objects import KINDS
+from ..model.objects import KINDS, Gateway
 from ..peering import grants as core
 from ..peering.admission import RefusalLog
 from ..peering.grantwire import ELSEWHERE, redeem
@@ -65,6 +67,11 @@ def parse_endpoints(value: Any, field: str) -> tuple[str, ...]:
         host, sep, port = str(item).rpartition(":")
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise Invalid(f"{field}: {str(item)[:80]!r} is not HOST:PORT", field=field)
+        try:
+            Gateway(host=host.strip("[]"), port=int(port))
+        except ValidationError:
+            message = f"{field}: {host[:80]!r} is not a host name or address"
+            raise Invalid(message, field=field) from None
         out.append(f"{host}:{int(port)}")
     return tuple(out)
 
