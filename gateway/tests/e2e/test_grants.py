@@ -181,12 +181,15 @@ def test_grant_survives_restart_and_bad_input(parties) -> None:
         ({"peer_name": "Not A Label"}, "peer_name"),
         ({"peer_name": "site-b", "expires": "soon"}, "expires"),
         ({"peer_name": "site-b", "uses": 0}, "uses"),
-        ({"peer_name": "site-b", "endpoints": ["nohost"]}, "endpoints"),
-        ({"peer_name": "site-a"}, "peer_name"),
+        ({"peer_name": "site-b", "endpoints": ["nohost:1"]}, "endpoints"),
+        ({"peer_name": "site-b", "endpoints": [{"host": "a b"}]}, "endpoints"),
+        ({"peer_name": "site-b", "expires": "31d"}, "expires"),
         ({"peer_name": "site-b", "colour": "red"}, "colour"),
     ):
         status, answer = call(a, "POST", "/v1/grants", body)
         assert status == 422 and answer["field"] == field, (body, answer)
+    status, answer = call(a, "POST", "/v1/grants", {"peer_name": "site-a"})  # its own name
+    assert (status, answer["field"]) == (409, "peer_name")
     status, answer = call(b, "POST", "/v1/grants/redeem", {"grant": "not a grant"})
     assert (status, answer["result"]) == (409, "bad-request")
     assert call(a, "DELETE", "/v1/grants/g-nope")[0] == 404

@@ -297,7 +297,7 @@ def build_app(
         from .grants import add_routes
 
         add_routes(app, grants, _body)
-    kind = r"{kind:(?!status$|openapi\.json$|explain$|grants$)[^/]+}"
+    kind = r"{kind:(?!status$|openapi\.json$|explain$|grants(?:$|/))[^/]+}"
     app.router.add_get(f"/v1/{kind}", list_objects, allow_head=False)
     app.router.add_post(f"/v1/{kind}", create_object)
     app.router.add_get(f"/v1/{kind}/{{name}}", get_object, allow_head=False)

@@ -50,4 +50,4 @@ def add_routes(app: web.Application, service: GrantService, body: BodyFn) -> Non
     app.router.add_post("/v1/grants/redeem", redeem)
     app.router.add_post("/v1/grants", create)
     app.router.add_get("/v1/grants", list_grants, allow_head=False)
-    app.router.add_delete("/v1/grants/{id}", revoke)
+    app.router.add_delete("/v1/grants/{id:(?!redeem$)[^/]+}", revoke)

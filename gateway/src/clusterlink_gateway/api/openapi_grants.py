@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model.common import DNS_LABEL
+
 REF = "#/components/schemas/{model}"
 REASONS = [
     "expired",
@@ -16,6 +18,17 @@ REASONS = [
     "rate-limited",
     "error",
 ]
+
+# durations up to 30 days (also accepted: any "<n>s" / "<n>m" within it)
+DURATION = r"^(([1-9]|[12][0-9]|30)d|([1-9]|[1-9][0-9]|[1-6][0-9]{2}|7[01][0-9]|720)h)$"
+ENDPOINTS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 16,
+    "items": {"$ref": REF.format(model="Gateway")},
+    "description": "this gateway's peer port as the other party dials it "
+    "(default: listen.address and listen.port)",
+}
 
 GRANT_SCHEMA = {
     "type": "object",
@@ -42,17 +55,26 @@ GRANT_CREATE = {
     "required": ["peer_name"],
     "additionalProperties": False,
     "properties": {
-        "peer_name": {"type": "string", "description": "the name the redeeming site will have"},
+        "peer_name": {
+            "type": "string",
+            "pattern": DNS_LABEL,
+            "maxLength": 63,
+            "description": "the name the redeeming site will have (not this gateway's own)",
+        },
         "expires": {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 30 * 86400},
+                {"type": "string", "pattern": DURATION},
+            ],
             "description": "seconds, or a duration like 90s, 15m, 24h, 7d (default 24h, max 30d)",
         },
-        "uses": {"type": "integer", "description": "redemptions allowed (default 1, max 100)"},
-        "endpoints": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "HOST:PORT of this gateway's peer port as the other party dials it",
+        "uses": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "redemptions allowed (default 1)",
         },
+        "endpoints": ENDPOINTS,
     },
 }
 
@@ -62,7 +84,7 @@ REDEEM = {
     "additionalProperties": False,
     "properties": {
         "grant": {"type": "string", "description": "the grant text"},
-        "endpoints": {"type": "array", "items": {"type": "string"}},
+        "endpoints": ENDPOINTS,
     },
 }
 

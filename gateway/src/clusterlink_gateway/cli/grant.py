@@ -13,6 +13,20 @@ from ..client import AdminClient, APIError
 from .render import render
 
 
+class GrantUsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
+def _endpoints(values: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for text in values:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise GrantUsageError(f"--endpoint {text!r}: expected HOST:PORT")
+        out.append({"host": host.strip("[]"), "port": int(port)})
+    return out
+
+
 def _answer(client: AdminClient, method: str, path: str, body: Any = None) -> Any:
     payload = None if body is None else json.dumps(body).encode()
     resp = client.raw(method, path, payload)
@@ -29,7 +43,7 @@ def _answer(client: AdminClient, method: str, path: str, body: Any = None) -> An
 def cmd_create(client: AdminClient, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"peer_name": args.peer_name, "expires": args.expires, "uses": args.uses}
     if args.endpoint:
-        body["endpoints"] = args.endpoint
+        body["endpoints"] = _endpoints(args.endpoint)
     doc = _answer(client, "POST", "/v1/grants", body)
     if args.output in ("json", "yaml"):
         print(render("raw", doc, args.output))
@@ -65,7 +79,7 @@ def cmd_redeem(client: AdminClient, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     body: dict[str, Any] = {"grant": text.strip()}
     if args.endpoint:
-        body["endpoints"] = args.endpoint
+        body["endpoints"] = _endpoints(args.endpoint)
     doc = _answer(client, "POST", "/v1/grants/redeem", body)
     if args.output in ("json", "yaml"):
         print(render("raw", doc, args.output))

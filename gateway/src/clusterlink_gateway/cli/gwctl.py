@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(client, args))
-    except UsageError as exc:
+    except (UsageError, grant.GrantUsageError) as exc:
         print(f"gwctl: {exc}", file=sys.stderr)
         return 2
     except FileError as exc:  # bad input, as before: nothing was changed

@@ -42,37 +42,44 @@ class Unreachable(RegistryError):
     status = 502
 
 
+_DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``18.0``) is an integer, as JSON Schema says."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def parse_duration(value: Any, field: str) -> int:
     """Seconds from an int or "90s", "15m", "24h", "7d"."""
-    if isinstance(value, bool):
-        raise Invalid(f"{field}: expected seconds or a duration like 24h", field=field)
-    if isinstance(value, int):
+    message = f"{field}: expected seconds or a duration like 24h, at most {MAX_EXPIRES // 86400}d"
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
-    elif isinstance(value, str) and value[:-1].isdigit() and value[-1:] in "smhd":
-        seconds = int(value[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[value[-1]]
-    elif isinstance(value, str) and value.isdigit():
-        seconds = int(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = int(match[1]) * _UNIT[match[2]]
     else:
-        raise Invalid(f"{field}: expected seconds or a duration like 24h", field=field)
+        raise Invalid(message, field=field)
     if not 1 <= seconds <= MAX_EXPIRES:
-        raise Invalid(f"{field}: must be between 1 s and {MAX_EXPIRES // 86400} days", field=field)
+        raise Invalid(message, field=field)
     return seconds
 
 
 def parse_endpoints(value: Any, field: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or len(value) > 16:
-        raise Invalid(f"{field}: expected a list of 1 to 16 HOST:PORT strings", field=field)
+    """``[{host, port}]`` (a Peer's ``gateways`` shape) as HOST:PORT strings."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 16:
+        raise Invalid(f"{field}: expected a list of 1 to 16 {{host, port}}", field=field)
     out = []
-    for item in value:
-        host, sep, port = str(item).rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise Invalid(f"{field}: {str(item)[:80]!r} is not HOST:PORT", field=field)
+    for i, item in enumerate(value):
         try:
-            Gateway(host=host.strip("[]"), port=int(port))
+            gateway = Gateway.model_validate(item)
         except ValidationError:
-            message = f"{field}: {host[:80]!r} is not a host name or address"
-            raise Invalid(message, field=field) from None
-        out.append(f"{host}:{int(port)}")
+            raise Invalid(f"{field}[{i}]: expected {{host, port}}", field=field) from None
+        host = gateway.host
+        out.append(f"[{host}]:{gateway.port}" if ":" in host else f"{host}:{gateway.port}")
     return tuple(out)
 
 
@@ -128,11 +135,12 @@ class GrantService:
             raise Invalid("peer_name: a DNS label is required", field="peer_name")
         local = self.tls.local_name
         if peer_name == local:
-            raise Invalid(f"peer_name: {peer_name!r} is this gateway's own name", field="peer_name")
+            message = f"peer_name: {peer_name!r} is this gateway's own name"
+            raise Conflict(message, field="peer_name")
         if peer_name in self.registry.objects["peers"]:
             raise Conflict(f"peer_name: a Peer {peer_name!r} exists already", field="peer_name")
         expires = parse_duration(data.get("expires", "24h"), "expires")
-        uses = data.get("uses", 1)
+        uses = _integral(data.get("uses", 1))
         if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_USES:
             raise Invalid(f"uses: an integer from 1 to {MAX_USES}", field="uses")
         if "endpoints" in data:
@@ -141,7 +149,7 @@ class GrantService:
             endpoints = self._default_endpoints()
             if not endpoints:
                 raise Invalid(
-                    "endpoints: listen.address is a wildcard; name the HOST:PORT the other "
+                    "endpoints: listen.address is a wildcard; name the {host, port} the other "
                     "party dials",
                     field="endpoints",
                 )
