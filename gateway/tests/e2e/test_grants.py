@@ -238,3 +238,39 @@ def test_links_form_after_redemption(parties) -> None:
         time.sleep(0.2)
     assert peer(b, "site-a")["status"]["reachable"]
     assert peer(a, "site-b")["status"]["reachable"]
+
+
+def test_gwctl_grant_commands(parties, tmp_path: Path) -> None:
+    """``gwctl grant create`` prints only the text on stdout; ``redeem FILE`` uses it."""
+    import subprocess
+    import sys
+
+    a, b, _, _ = parties
+    gwctl = str(Path(sys.executable).parent / "gwctl")
+
+    def run(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [gwctl, "--socket", str(gw.socket), "grant", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input="",  # redeem - reads an empty stdin
+        )
+
+    created = run(a, "create", "--peer-name", "site-b", "--expires", "2h", "--uses", "1")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith(core.PREFIX) and "shown once" in created.stderr
+    grant_file = tmp_path / "grant.txt"
+    grant_file.write_text(created.stdout)
+    redeemed = run(b, "redeem", str(grant_file))
+    assert redeemed.returncode == 0 and "peers site-a created" in redeemed.stdout, redeemed
+    again = run(b, "redeem", str(grant_file))
+    assert again.returncode == 0 and "already redeemed" in again.stdout
+    listed = run(a, "list")
+    assert "site-b" in listed.stdout and "used-up" in listed.stdout
+    grant_id = core.decode(created.stdout).grant.id
+    assert run(a, "revoke", grant_id).stdout.strip() == f"grant {grant_id} revoked"
+    other = run(a, "create", "--peer-name", "site-b", "--endpoint", "nohost")
+    assert other.returncode == 2 and "HOST:PORT" in other.stderr
+    refused = run(b, "redeem", "-")
+    assert refused.returncode == 1 and "grant refused (bad-request)" in refused.stderr
