@@ -70,6 +70,10 @@ def wire(a: GatewayProcess, b: GatewayProcess, text: str) -> dict[str, Any]:
     decision, without B's own checks in front)."""
     import asyncio
 
+    return asyncio.run(awire(a, b, text))
+
+
+async def awire(a: GatewayProcess, b: GatewayProcess, text: str) -> dict[str, Any]:
     tls = b.tls_dir
     ca_a = (a.tls_dir / "ca-bundle.pem").read_text()
 
@@ -84,7 +88,21 @@ def wire(a: GatewayProcess, b: GatewayProcess, text: str) -> dict[str, Any]:
         return core.redemption_request(r, (tls / "gateway.key").read_bytes())
 
     port = a.config["listen"]["port"]
-    return asyncio.run(redeem("127.0.0.1", port, ca_a, ["site-a"], request))
+    return await redeem("127.0.0.1", port, ca_a, ["site-a"], request)
+
+
+def test_concurrent_redemptions_use_a_grant_once(parties) -> None:
+    import asyncio
+
+    a, b, _, _ = parties
+    text = create(a, uses=1)["grant"]
+
+    async def both() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(awire(a, b, text) for _ in range(4))))
+
+    results = sorted(answer["result"] for answer in asyncio.run(both()))
+    assert results == ["accepted", "used-up", "used-up", "used-up"], results
+    assert redemptions(a)[("granter", "accepted")] == 1
 
 
 def test_grant_redeem_and_every_refusal(parties) -> None:

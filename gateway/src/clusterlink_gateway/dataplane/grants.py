@@ -5,6 +5,7 @@ redeem (redeeming gateway). The decisions are ``peering.grants``; the connection
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -109,6 +110,7 @@ class GrantService:
         self.clock = clock
         self._log = RefusalLog(60.0)
         self._attempts: dict[str, list[float]] = {}
+        self._serving = asyncio.Lock()  # one redemption decided and applied at a time
 
     # -- material ------------------------------------------------------------------------------
 
@@ -233,6 +235,10 @@ class GrantService:
             presented = core.parse_redemption(raw, binding=binding)
         except core.GrantError as exc:
             return self._refuse(exc.reason, str(exc), None, client)
+        async with self._serving:  # two redemptions of one grant must not both pass
+            return await self._apply(presented, client)
+
+    async def _apply(self, presented: core.Presented, client: str | None) -> dict[str, Any]:
         grant = presented.decoded.grant
         record = await self.table.get(grant.id)
         result = core.decide(record, presented, self.clock())
