@@ -42,6 +42,10 @@ attributes:
     details:
       - The diff shows the peers the grant creates (name, endpoints, the SHA-256 of the CA
         bundle), never the grant text.
+  idempotent:
+    support: full
+    details:
+      - A grant whose peers the gateway holds already is not redeemed again.
 options:
   grant:
     description:
@@ -157,7 +161,7 @@ def _peer_view(peer):
 def _predicted(site, grant_id, ca_sha256):
     gateways = []
     for endpoint in site["endpoints"]:
-        host, _, port = endpoint.rpartition(":")
+        host, _sep, port = endpoint.rpartition(":")
         gateways.append({"host": host.strip("[]"), "port": int(port)})
     return {"labels": {GRANT_LABEL: grant_id}, "gateways": gateways, "trust_ca_sha256": ca_sha256}
 
