@@ -292,3 +292,24 @@ def test_gwctl_grant_commands(parties, tmp_path: Path) -> None:
     assert other.returncode == 2 and "HOST:PORT" in other.stderr
     refused = run(b, "redeem", "-")
     assert refused.returncode == 1 and "grant refused (bad-request)" in refused.stderr
+
+
+def test_redemption_reaches_the_main_process_with_workers(tmp_path: Path) -> None:
+    """With ``workers: 2`` a redemption may land on a data-plane worker, which answers
+    ``elsewhere``; the redeemer dials again until the main process (the store's writer) serves
+    it."""
+    ca_a, ca_b = TestCA(tmp_path / "pki-a", "party-a"), TestCA(tmp_path / "pki-b", "party-b")
+    a = GatewayProcess(tmp_path, "site-a", ca_a, extra={"workers": 2}).start()
+    b = GatewayProcess(tmp_path, "site-b", ca_b).start()
+    try:
+        text = create(a)["grant"]
+        status, answer = call(b, "POST", "/v1/grants/redeem", {"grant": text})
+        assert (status, answer["result"]) == (200, "accepted"), answer
+        assert peer(a, "site-b")["spec"]["trust"]["ca"] == ca_b.ca_path.read_text()
+        # single attempts land on either process: the main one decides, a worker defers
+        results = {wire(a, b, text)["result"] for _ in range(8)}
+        assert results <= {"used-up", "elsewhere"} and results, results
+        print(f"workers: 8 single attempts answered {sorted(results)}")
+    finally:
+        for gw in (a, b):
+            gw.stop()
