@@ -9,7 +9,6 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..metrics import Metrics
@@ -34,9 +33,9 @@ def local_endpoints(listen: tuple[str, int]) -> tuple[str, ...]:
 
 
 def tls_files(tls: TLSContexts) -> tuple[bytes, str, str]:
-    """Our key (PEM bytes), certificate and CA bundle (PEM text)."""
-    s = tls.settings
-    return Path(s.key).read_bytes(), Path(s.cert).read_text(), Path(s.ca).read_text()
+    """Our installed key (PEM bytes), certificate and CA bundle (PEM text)."""
+    key, cert, ca = tls.material_pem()
+    return key, cert.decode(), ca.decode()
 
 
 class Redeemer:

@@ -271,12 +271,17 @@ class TLSContexts:
         return self._current.reverse_client if reverse else self._current.client
 
     def certificate_der(self) -> bytes:
-        """Our installed certificate (DER): a grant redemption is bound to it."""
-        from cryptography import x509
+        """Our installed certificate (DER), the one the listener serves: a grant redemption is
+        bound to it."""
         from cryptography.hazmat.primitives import serialization
 
-        pem = read_file(self._current.settings.cert, "certificate")
-        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        return self._current.material.certificate.public_bytes(serialization.Encoding.DER)
+
+    def material_pem(self) -> tuple[bytes, bytes, bytes]:
+        """The installed key, certificate and CA bundle (PEM), as accepted: grants are signed
+        with and carry these (the key never leaves this process)."""
+        material = self._current.material
+        return material.key_pem, material.cert_pem, material.ca_pem
 
     def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         """Why the peer certificate of a completed handshake is revoked, or None."""
