@@ -52,12 +52,13 @@ def api_argument_spec():
 class APIError(Exception):
     """The admin API answered with an error status; ``message`` is the API's own text."""
 
-    def __init__(self, status, message, field=None, details=None):
+    def __init__(self, status, message, field=None, details=None, body=None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
         self.details = details or []
+        self.body = body if isinstance(body, dict) else {}  # the whole JSON error body
 
 
 class Unreachable(Exception):
@@ -176,7 +177,9 @@ class AdminAPI:
         except ValueError:
             body = None
         if isinstance(body, dict) and body.get("message"):
-            return APIError(exc.code, str(body["message"]), body.get("field"), body.get("details"))
+            return APIError(
+                exc.code, str(body["message"]), body.get("field"), body.get("details"), body
+            )
         text = raw.decode("utf-8", "replace").strip() if raw else ""
         return APIError(exc.code, text or str(exc.reason or "request failed"))
 

@@ -110,6 +110,7 @@ class Daemon:
         except TLSError as exc:
             raise StartupError(f"tls: {exc}") from None
         await self.store.open()
+        self.dataplane.enable_grants(self.store)  # the main process serves redemptions
         try:
             await self.dataplane.start()
         except OSError as exc:
@@ -302,6 +303,7 @@ class Daemon:
             metrics_fn=self.dataplane.metrics.render,
             body_timeout=admin.body_timeout,
             refusals=refusals,
+            grants=self.dataplane.grants,
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()

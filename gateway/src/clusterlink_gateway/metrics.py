@@ -130,6 +130,12 @@ class Metrics:
             "Metrics listener connections or requests refused before a handler ran, by reason",
             ["reason"],
         )
+        self.grant_redemptions = counter(
+            "grant_redemptions",
+            "Peering-grant redemptions, by side (granter: on the peer port, redeemer: via the "
+            "admin API) and result (accepted or the refusal reason, peering/grants.py REASONS)",
+            ["side", "result"],
+        )
         self.active = Gauge(
             "clusterlink_connections_active", "Relayed connections open now", ["side"], registry=r
         )

@@ -274,6 +274,7 @@ def build_app(
     metrics_fn: Callable[[], bytes],
     body_timeout: float = 30.0,
     refusals: Refusals | None = None,
+    grants: Any = None,
 ) -> web.Application:
     """The admin application, shared by the unix-socket and the TCP listener."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body)
@@ -292,7 +293,11 @@ def build_app(
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
     app.router.add_get("/v1/peers/{name}/offers", offers, allow_head=False)
     app.router.add_get("/v1/explain", explain, allow_head=False)
-    kind = r"{kind:(?!status$|openapi\.json$|explain$)[^/]+}"
+    if grants is not None:  # a dataplane.grants.GrantService
+        from .grants import add_routes
+
+        add_routes(app, grants, _body)
+    kind = r"{kind:(?!status$|openapi\.json$|explain$|grants(?:$|/))[^/]+}"
     app.router.add_get(f"/v1/{kind}", list_objects, allow_head=False)
     app.router.add_post(f"/v1/{kind}", create_object)
     app.router.add_get(f"/v1/{kind}/{{name}}", get_object, allow_head=False)

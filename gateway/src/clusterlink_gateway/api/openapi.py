@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 from .. import __version__
 from ..model.common import DNS_LABEL
 from ..model.objects import KINDS, Kind
+from .openapi_grants import grant_paths
 
 REF = "#/components/schemas/{model}"
 
@@ -275,14 +276,8 @@ def _output_schema(kind: Kind) -> dict[str, Any]:
     }
 
 
-def _kind_paths(kind: Kind) -> dict[str, Any]:
-    obj = {"$ref": REF.format(model=f"{kind.kind}Object")}
-    body = {"required": True, "content": _json({"$ref": REF.format(model=kind.kind)})}
-    put_body = {
-        "required": True,
-        "content": _json({"$ref": REF.format(model=f"{kind.kind}Update")}),
-    }
-    write_errors = {
+def _write_errors() -> dict[str, Any]:
+    return {
         "400": _error(
             "malformed body: not JSON, not an object, a duplicate key, NaN, or nested deeper "
             "than 32 levels"
@@ -296,6 +291,16 @@ def _kind_paths(kind: Kind) -> dict[str, Any]:
         ),
         "507": _error("the state store could not be written (e.g. disk full)"),
     }
+
+
+def _kind_paths(kind: Kind) -> dict[str, Any]:
+    obj = {"$ref": REF.format(model=f"{kind.kind}Object")}
+    body = {"required": True, "content": _json({"$ref": REF.format(model=kind.kind)})}
+    put_body = {
+        "required": True,
+        "content": _json({"$ref": REF.format(model=f"{kind.kind}Update")}),
+    }
+    write_errors = _write_errors()
     tag = [kind.plural]
     return {
         f"/v1/{kind.plural}": {
@@ -498,6 +503,9 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    grant_paths_, grant_schemas = grant_paths(_error, _write_errors())
+    paths.update(grant_paths_)
+    schemas.update(grant_schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ClusterLink gateway admin API", "version": __version__},

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ..client import DEFAULT_SOCKET, AdminClient, APIError
 from ..model.errors import format_validation_error
 from ..model.objects import KINDS, Kind, kind_for, object_document
+from . import grant
 from .apply import ApplyError, FileError, check_documents, execute, plan, read_documents
 from .export import export_documents, render_export, write_file
 from .render import render
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
     status = sub.add_parser("status", help="peers, imports and exports at a glance")
     status.set_defaults(func=cmd_status)
+    grant.add_parser(sub)
     return parser
 
 
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(client, args))
-    except UsageError as exc:
+    except (UsageError, grant.GrantUsageError) as exc:
         print(f"gwctl: {exc}", file=sys.stderr)
         return 2
     except FileError as exc:  # bad input, as before: nothing was changed

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily
 
@@ -18,10 +18,15 @@ from ..model.objects import Kind, Policy
 from ..peering import TLSContexts, TLSError, start_peer_server
 from ..peering.admission import Admission
 from ..peering.gate import HandshakeGate
+from ..peering.grantwire import ELSEWHERE, GrantSession
 from ..peering.tls import AdminTLS, CertificateFacts, TLSChange, TLSSettings
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
+from ..store.sqlite import Store
 from .explain import Explainer
+
+if TYPE_CHECKING:
+    from .grants import GrantService
 from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
@@ -36,6 +41,7 @@ class DataPlane:
 
     def __init__(self, config: Config, registry: Registry, local: dict[str, Any]) -> None:
         self.config = config
+        self.registry = registry
         settings = tls_settings(config)
         self.tls = TLSContexts(
             settings.cert,
@@ -100,11 +106,31 @@ class DataPlane:
             config.listen.max_handshakes, config.listen.max_handshakes_per_source
         )
         self.admin_tls: AdminTLS | None = None  # set by the daemon when admin.tcp is on
+        self.grants: GrantService | None = None  # the main process's (enable_grants)
         registry.observers.append(self.on_change)
         registry.status_providers["peers"] = self.peers.status
         registry.status_providers["imports"] = self.imports.status
         registry.summary_providers["certificates"] = self.certificate_status
         self.metrics.add_state(self._state_metrics)
+
+    def enable_grants(self, store: Store) -> None:
+        """Serve grant redemptions here (the main process; a worker answers "elsewhere")."""
+        from ..store.grants import GrantTable
+        from .grants import GrantService
+
+        listen = self.config.listen
+        self.grants = GrantService(
+            self.registry,
+            GrantTable(store),
+            self.tls,
+            self.metrics,
+            listen=(str(listen.address), listen.port),
+        )
+
+    async def _serve_grant(self, raw: bytes, client: str | None) -> dict[str, Any]:
+        if self.grants is None:
+            return {"result": ELSEWHERE, "message": "ask again (a data-plane worker)"}
+        return await self.grants.serve(raw, client)
 
     async def on_change(self, kind: Kind, name: str, old: Entry | None, new: Entry | None) -> None:
         if kind.plural == "peers":
@@ -231,6 +257,7 @@ class DataPlane:
             admission=self.admission,
             reverse=self.peers,
             start_serving=False,
+            grants=lambda: GrantSession(self._serve_grant, timeout=listen.handshake_timeout),
         )
         self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()

@@ -98,7 +98,13 @@ def admission_refusal(
     ``revoked`` (``TLSContexts.revoked``) says why a certificate is revoked."""
     if revoked is not None and (why := revoked(ssl_object)) is not None:
         return "revoked", why
-    alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    try:
+        has_cert = ssl_object is not None and bool(ssl_object.getpeercert(binary_form=True))
+    except (ValueError, ssl.SSLError):
+        has_cert = False
+    if not has_cert:  # the listener verifies optionally (grant redemptions come without one)
+        return "no-certificate", "no client certificate"
+    alpn = ssl_object.selected_alpn_protocol()
     if alpn not in SERVER_ALPN:
         return "no-alpn", f"ALPN {alpn or 'none'} instead of h2"
     return None  # the certificate's name is judged by ``admission.Admission``

@@ -70,6 +70,7 @@ async def start_peer_server(
     gate: HandshakeGate | None = None,
     reverse: ReverseHost | None = None,
     start_serving: bool = True,
+    grants: Callable[[], asyncio.Protocol] | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -104,7 +105,7 @@ async def start_peer_server(
         )
 
     return await loop.create_server(
-        lambda: acceptor.protocol(lambda: RoleSwitch(make_link, admit, reverse)),
+        lambda: acceptor.protocol(lambda: RoleSwitch(make_link, admit, reverse, grants)),
         None if sock else host,
         None if sock else port,
         reuse_port=None if sock else reuse_port or None,

@@ -15,7 +15,12 @@ ALPN = ["h2"]  # a forward link: the dialer is the HTTP/2 client
 # A reverse link: the dialer (an outbound-only site) is the HTTP/2 server, the accepting side
 # opens the streams (see ``reverse``). Announced by the dialer, which offers only this id.
 REVERSE_ALPN = "clusterlink-reverse/1"
-SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts
+SERVER_ALPN = [*ALPN, REVERSE_ALPN]  # what the peer port accepts under our own name
+# A grant redemption (``grantwire``): a gateway whose CA is not known here yet redeems a
+# peering grant. It asks for GRANT_SNI instead of our name and offers only GRANT_ALPN; that
+# connection gets a context with no other protocol and may come without a client certificate.
+GRANT_ALPN = "clusterlink-grant/1"
+GRANT_SNI = "clusterlink-grant.invalid"
 
 
 def base_context(
@@ -80,6 +85,14 @@ def server_context(cert: Path, key: Path, ca: Path, bundles: PeerBundles) -> ssl
     server.set_alpn_protocols(SERVER_ALPN)
     server.num_tickets = 0  # links are long-lived; tickets would only cost CPU
     return server
+
+
+def grant_server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    """The context a grant redemption gets (SNI ``GRANT_SNI``): only ``GRANT_ALPN``."""
+    grant = base_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca)
+    grant.set_alpn_protocols([GRANT_ALPN])
+    grant.num_tickets = 0
+    return grant
 
 
 def peer_der(ssl_object: Any) -> bytes | None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from .admission import AdmitHook, Refused
 from .requesting import ClientLink
 from .serving import ServerLink
-from .tls import REVERSE_ALPN, peer_identity
+from .tls import GRANT_ALPN, REVERSE_ALPN, peer_identity
 
 # Reason classes of a refused reverse link (clusterlink_peer_handshake_failures_total).
 REVERSE_UNEXPECTED = "reverse-unexpected"  # no Peer with dial: false of that name here
@@ -80,13 +80,22 @@ class RoleSwitch(asyncio.Protocol):
         make_server_link: Callable[[], ServerLink],
         admit: AdmitHook,
         reverse: ReverseHost | None,
+        grants: Callable[[], asyncio.Protocol] | None = None,
     ) -> None:
         self._make_server_link = make_server_link
         self._admit = admit
         self._reverse = reverse
+        self._grants = grants
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object: Any = transport.get_extra_info("ssl_object")
+        grant_alpn = ssl_object is not None and ssl_object.selected_alpn_protocol() == GRANT_ALPN
+        if self._grants is not None and grant_alpn:  # GRANT_ALPN is only offered under GRANT_SNI
+            grant = self._grants()  # a grant redemption: nothing else is served on it
+            transport.set_protocol(grant)
+            grant.connection_made(transport)
+            self.peer = getattr(grant, "peer", "(grant)")
+            return
         verdict = self._admit(ssl_object)
         if isinstance(verdict, Refused):
             self._refuse(transport, verdict)

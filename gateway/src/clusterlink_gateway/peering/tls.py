@@ -35,9 +35,12 @@ from .admission import Admitted, Refused
 from .anchors import PeerBundles, bind, changed_names, direct_issuer, holds
 from .contexts import (
     ALPN,
+    GRANT_ALPN,
+    GRANT_SNI,
     REVERSE_ALPN,
     SERVER_ALPN,
     base_context,
+    grant_server_context,
     peer_clients,
     peer_der,
     server_context,
@@ -58,6 +61,8 @@ REVOKED_LOG_INTERVAL = 60.0  # seconds between two "certificate revoked" dial li
 
 __all__ = [
     "ALPN",
+    "GRANT_ALPN",
+    "GRANT_SNI",
     "REVERSE_ALPN",
     "SERVER_ALPN",
     "AdminTLS",
@@ -101,6 +106,7 @@ class _State:
     server: ssl.SSLContext = field(repr=False)
     client: ssl.SSLContext = field(repr=False)
     reverse_client: ssl.SSLContext = field(repr=False)
+    grant_server: ssl.SSLContext | None = field(default=None, repr=False)
     signature: tuple[Any, ...] = ()  # the watched files' stat when they were read
     bundles: PeerBundles = field(default_factory=dict, repr=False)  # anchors built in
     # peer name -> (bundle digest, forward client context, reverse client context)
@@ -165,8 +171,11 @@ def load_state(settings: TLSSettings, bundles: PeerBundles | None = None) -> _St
     reverse.set_alpn_protocols([REVERSE_ALPN])
     reverse.check_hostname = True
     per_peer = peer_clients(settings.cert, settings.key, settings.ca, bundles)
+    grant = grant_server_context(settings.cert, settings.key, settings.ca)
     _unchanged_since(material, settings.cert, settings.key, settings.ca)
-    return _State(settings, material, revocation, server, client, reverse, (), bundles, per_peer)
+    return _State(
+        settings, material, revocation, server, client, reverse, grant, (), bundles, per_peer
+    )
 
 
 Outcome = Callable[[str, "TLSError | None"], None]
@@ -211,6 +220,10 @@ class TLSContexts:
             ssl.PROTOCOL_TLS_SERVER, settings.cert, settings.key, settings.ca
         )
         self._listener.set_alpn_protocols(SERVER_ALPN)
+        # The verify mode of a connection is the listener's, whatever context SNI swaps in: a
+        # certificate, when sent, must verify; a missing one is refused after the handshake
+        # (``accept.admission_refusal``, reason no-certificate) except for a grant redemption.
+        self._listener.verify_mode = ssl.CERT_OPTIONAL
         self._listener.sni_callback = self._select_context
         self.subscribers: list[Subscriber] = []
         self.on_outcome: Outcome | None = None  # ("success" | "failure", error): metrics
@@ -323,6 +336,19 @@ class TLSContexts:
             return f"certificate of {peer!r} is not issued directly by one of its trust anchors"
         return None
 
+    def certificate_der(self) -> bytes:
+        """Our installed certificate (DER), the one the listener serves: a grant redemption is
+        bound to it."""
+        from cryptography.hazmat.primitives import serialization
+
+        return self._current.material.certificate.public_bytes(serialization.Encoding.DER)
+
+    def material_pem(self) -> tuple[bytes, bytes, bytes]:
+        """The installed key, certificate and CA bundle (PEM), as accepted: grants are signed
+        with and carry these (the key never leaves this process)."""
+        material = self._current.material
+        return material.key_pem, material.cert_pem, material.ca_pem
+
     def revoked(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         """Why the peer certificate of a completed handshake is revoked, or None."""
         revocation = self._current.revocation
@@ -434,6 +460,9 @@ class TLSContexts:
         """SNI callback: refuse a client that asks for another name (or none); the handshake
         then fails with CALLBACK_FAILED, which the peer port counts as ``bad-name``."""
         current = self._current
+        if server_name == GRANT_SNI and current.grant_server is not None:
+            ssl_object.context = current.grant_server
+            return None
         if server_name != current.name:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_object.context = current.server

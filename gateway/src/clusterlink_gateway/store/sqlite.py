@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS objects (
     body TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -113,6 +117,19 @@ class Store:
                 raise StoreError(f"state store write failed: {exc}") from exc
 
         await self._run(run)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store thread (other tables: ``store.grants``);
+        an sqlite3 error becomes StoreError."""
+
+        def run() -> T:
+            assert self._db is not None
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store failed: {exc}") from exc
+
+        return await self._run(run)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
