@@ -157,6 +157,12 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
     limit = ("--limit", "site-a,site-b")
     # Made by hand: pruned by the first real run (the inventory is the source of truth).
     a.client.create("exports", {"name": "by-hand", "spec": {"port": 9}})
+    a.client.create(
+        "peers", {"name": "stray", "spec": {"gateways": [{"host": "127.0.0.9", "port": 9}]}}
+    )
+    # Made by a peering grant (another party's site, never in this inventory): kept.
+    grant_label = {"clusterlink.io/grant": "g-0123456789abcdef"}
+    a.client.create("peers", {"name": "partner", "labels": grant_label, "spec": {"dial": False}})
 
     # Check mode: changes predicted on every host, nothing written. The gateway of site-b-2
     # does not run (no admin socket): in check mode that host is skipped, not failed.
@@ -175,6 +181,8 @@ def test_peering_role(sites: dict[str, GatewayProcess], echo: int, ansible: Ansi
     # Real run: the full mesh and the inventory's objects.
     run = play(ansible, hosts, *limit)
     assert all(run.changed(h) > 0 for h in sites), run.stats
+    assert names(a, "peers") == ["partner", "site-b"]  # "stray" pruned, the grant's kept
+    a.client.delete("peers", "partner")
     assert stored(a.client, "peers") == [
         {
             "kind": "Peer",
