@@ -23,8 +23,10 @@ import pytest
 from clusterlink_gateway.peering import grants as core
 from clusterlink_gateway.peering.grantwire import redeem
 from clusterlink_gateway.peering.tls import GRANT_ALPN, GRANT_SNI
+from support.fabric import ALLOW_ALL
 from support.gateway import GatewayProcess
 from support.pki import TestCA
+from support.traffic import EchoServer, get
 
 
 @pytest.fixture
@@ -245,18 +247,67 @@ def test_grant_connection_serves_nothing_else(parties) -> None:
     assert hashlib.sha256(b"").hexdigest() not in a.log_text()
 
 
-def test_links_form_after_redemption(parties) -> None:
-    """After a redemption both sides' links come up with their own certificates."""
+def _until(fn: Any, want: Any, timeout: float = 30.0) -> Any:
+    """Poll ``fn()`` until it returns ``want`` (generous: the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while (got := fn()) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return got
+
+
+def test_after_redemption_each_party_keeps_its_authority(parties) -> None:
+    """Issue [6] point 3 on loopback: after the redemption, links come up with each side's own
+    certificate (both reachable); A decides what B may see and reach (``allowed_peers``, its
+    ingress policy), B decides what it imports and its egress policy; offers show B exactly
+    what A lets it see; traffic flows only where both allow it."""
     a, b, _, _ = parties
     text = create(a)["grant"]
     assert call(b, "POST", "/v1/grants/redeem", {"grant": text})[0] == 200
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if (peer(b, "site-a") or {}).get("status", {}).get("reachable"):
-            break
-        time.sleep(0.2)
-    assert peer(b, "site-a")["status"]["reachable"]
-    assert peer(a, "site-b")["status"]["reachable"]
+    reachable = lambda gw, name: bool((peer(gw, name) or {}).get("status", {}).get("reachable"))  # noqa: E731
+    assert _until(lambda: reachable(b, "site-a"), True) and _until(
+        lambda: reachable(a, "site-b"), True
+    )
+
+    web, private = EchoServer("site-a"), EchoServer("site-a-private")
+    try:
+        a.client.create(
+            "exports", {"name": "web", "spec": {"port": web.port, "allowed_peers": ["site-b"]}}
+        )
+        a.client.create(
+            "exports",
+            {"name": "private", "spec": {"port": private.port, "allowed_peers": ["site-c"]}},
+        )
+        for gw in (a, b):
+            gw.client.create("policies", ALLOW_ALL)
+        # B sees exactly what A lets it see.
+        status, offers = call(b, "GET", "/v1/peers/site-a/offers")
+        assert status == 200 and [o["name"] for o in offers] == ["web"], offers
+        for name in ("web", "private"):
+            b.client.create(
+                "imports", {"name": name, "spec": {"sources": [{"peer": "site-a", "export": name}]}}
+            )
+        port = {n: int(b.client.get("imports", n)["status"]["port"]) for n in ("web", "private")}
+        assert _until(lambda: get(port["web"]), "site-a") == "site-a"
+        assert get(port["private"]) != "site-a-private"  # allowed_peers holds on CONNECT too
+        # A's authority: without its ingress allow, B is refused.
+        a.client.delete("policies", ALLOW_ALL["name"])
+        assert _until(lambda: get(port["web"]) != "site-a", True)
+        a.client.create("policies", ALLOW_ALL)
+        assert _until(lambda: get(port["web"]), "site-a") == "site-a"
+        # B's authority: without its egress allow, its own client is refused.
+        b.client.delete("policies", ALLOW_ALL["name"])
+        assert _until(lambda: get(port["web"]) != "site-a", True)
+        b.client.create("policies", ALLOW_ALL)
+        assert _until(lambda: get(port["web"]), "site-a") == "site-a"
+        # Nothing flows the other way unless B exports: A's import of B stays refused.
+        a.client.create(
+            "imports", {"name": "back", "spec": {"sources": [{"peer": "site-b", "export": "web"}]}}
+        )
+        back = int(a.client.get("imports", "back")["status"]["port"])
+        assert get(back) in ("reset", "closed", "refused"), get(back)
+    finally:
+        web.close()
+        private.close()
 
 
 def test_gwctl_grant_commands(parties, tmp_path: Path) -> None:
