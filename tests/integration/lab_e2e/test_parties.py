@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,14 @@ IMPORT_PORT = 9000  # on b: A's web
 REVERSE_PORT = 9100  # on a: B's web, which B does not export
 PREFIX = "clusterlink-grant:v1:"
 PEER_B = [{"matchLabels": {"peer.clusterlink.net/name": "b"}}]
+WHEEL_CACHE = os.path.expanduser("~/.cache/clusterlink/wheelhouse")
 parties_state: dict[str, str] = {}  # grant texts, from one test to the next
+PEERING = """\
+- name: Party A applies its inventory's peers, exports, imports and policies
+  hosts: clusterlink_gateways
+  gather_facts: false
+  roles: [clusterlink.fabric.peering]
+"""
 REDEEM = """\
 - name: Party B redeems party A's grant
   hosts: clusterlink_gateways
@@ -73,6 +81,9 @@ class Party(Fabric):
         self.host = host
         home = workdir / "home"
         home.mkdir()
+        # Wheels are public and the same for both parties: one cache (keyed by the source's
+        # digest) for both controllers, outside their HOMEs, as on one CI machine.
+        self.group_vars["clusterlink_gateway_wheel_cache"] = WHEEL_CACHE
         self.env["HOME"] = str(home)
 
     def redeem(self, grant: str, check: bool = True) -> tuple[dict, str]:
@@ -145,6 +156,10 @@ def test_each_party_deploys_its_own_fabric(parties):
     runs = both(lambda: a.playbook("site"), lambda: b.playbook("site"))
     for (recap, _), party in zip(runs, (a, b), strict=True):
         assert set(recap) == {party.host} and no_failures(recap), recap
+    hosts = a.lab.status()["hosts"]
+    for party, other in ((a, "b"), (b, "a")):  # neither inventory names the other's host
+        inventory = (party.inventory / "hosts.yml").read_text()
+        assert hosts[other]["address"] not in inventory and f'"{other}"' not in inventory
     ca_a, ca_b = (p.pki_dir / "ca.crt" for p in (a, b))
     assert ca_a.read_bytes() != ca_b.read_bytes()  # two fabric CAs, on two controllers
     assert not (set(a.peers("a")) | set(b.peers("b"))) - {"a", "b"}
@@ -242,7 +257,9 @@ def test_a_deny_policy_refuses_b(parties):
         {"name": "allow-b", "action": "allow", "from": PEER_B},
         {"name": "deny-b", "action": "deny", "from": PEER_B},
     ]
-    recap, _ = a.playbook("site")
+    playbook = a.workdir / "peering.yml"
+    playbook.write_text(PEERING)
+    recap, _ = a.playbook(playbook)
     assert recap["a"]["changed"] > 0 and no_failures(recap), recap
     assert b.wait("b's import refused", lambda: b.get("b", IMPORT_PORT) != "a", 30)
 
