@@ -9,8 +9,9 @@ directory, so ``site.yml`` makes two different fabric CAs. A's operator creates 
 ``gwctl grant create`` on A's host; the text is copied to B's controller, whose own small
 playbook redeems it with ``clusterlink.fabric.peering_grant``. Then:
 
-* A exports ``web`` (allowed_peers: b; A's policy allows b), B imports it from peer ``a`` and
-  gets A's answer; A imports ``web`` from b, which B does not export: refused.
+* Both ways: A exports ``web`` (allowed_peers: b; A's policy allows b), B imports it from peer
+  ``a`` and gets A's answer; B exports its ``web`` to A, A imports it (A's egress policy allows
+  b) and gets B's; A's import of ``private``, which B does not export, is refused.
 * Re-running B's redeem playbook and both ``site.yml`` changes nothing and keeps the grant Peers.
 * A certificate from B's CA named ``a`` (A's own site) is refused at A's peer port
   (``wrong-anchor`` in A's journal).
@@ -48,7 +49,8 @@ pytestmark = [
 ]
 
 IMPORT_PORT = 9000  # on b: A's web
-REVERSE_PORT = 9100  # on a: B's web, which B does not export
+REVERSE_PORT = 9100  # on a: B's web (B exports it to A)
+HIDDEN_PORT = 9101  # on a: B's "private", which B does not export
 PREFIX = "clusterlink-grant:v1:"
 PEER_B = [{"matchLabels": {"peer.clusterlink.net/name": "b"}}]
 WHEEL_CACHE = os.path.expanduser("~/.cache/clusterlink/wheelhouse")
@@ -113,12 +115,25 @@ def parties(tmp_path_factory):
             clusterlink_gateway_source=source,
             clusterlink_exports=[{"name": "web", "port": 8080, "allowed_peers": ["b"]}],
             clusterlink_imports=[
-                {"name": "b-web", "port": REVERSE_PORT, "sources": [{"peer": "b", "export": "web"}]}
+                {
+                    "name": "b-web",
+                    "port": REVERSE_PORT,
+                    "sources": [{"peer": "b", "export": "web"}],
+                },
+                {
+                    "name": "b-private",
+                    "port": HIDDEN_PORT,
+                    "sources": [{"peer": "b", "export": "private"}],
+                },
             ],
-            clusterlink_policies=[{"name": "allow-b", "action": "allow", "from": PEER_B}],
+            clusterlink_policies=[
+                {"name": "allow-b", "action": "allow", "from": PEER_B},
+                {"name": "allow-to-b", "action": "allow", "to": PEER_B},  # A's egress to B
+            ],
         )
         b.group_vars.update(
             clusterlink_gateway_source=source,
+            clusterlink_exports=[{"name": "web", "port": 8080, "allowed_peers": ["a"]}],
             clusterlink_imports=[
                 {"name": "a-web", "port": IMPORT_PORT, "sources": [{"peer": "a", "export": "web"}]}
             ],
@@ -164,7 +179,7 @@ def test_each_party_deploys_its_own_fabric(parties):
     assert ca_a.read_bytes() != ca_b.read_bytes()  # two fabric CAs, on two controllers
     assert "b" not in a.peers("a") and "a" not in b.peers("b")  # no peering before the grant
     a.start_web("a", "a")
-    b.start_web("b", "b")  # B runs it, but does not export it
+    b.start_web("b", "b")
 
 
 def test_b_redeems_a_grant_with_its_own_playbook(parties):
@@ -188,8 +203,9 @@ def test_traffic_only_where_both_allow(parties):
     a, b = parties
     got = b.wait("b -> a's web", lambda: b.get("b", IMPORT_PORT) == "a", 60)
     assert got
-    refused = a.get("a", REVERSE_PORT)  # B exports nothing: A's import gets no answer
-    assert refused != "b" and (refused.startswith("ERR") or not refused), refused
+    assert a.wait("a -> b's web", lambda: a.get("a", REVERSE_PORT) == "b", 60)
+    refused = a.get("a", HIDDEN_PORT)  # B does not export "private": no answer
+    assert refused.startswith("ERR") or not refused, refused
 
 
 def test_rerun_changes_nothing_and_keeps_the_grant_peers(parties):
