@@ -365,3 +365,27 @@ def test_redemption_reaches_the_main_process_with_workers(tmp_path: Path) -> Non
     finally:
         for gw in (a, b):
             gw.stop()
+
+
+def test_removing_one_of_a_partys_sites_closes_only_its_links(parties) -> None:
+    """Party B has two sites (one CA), each redeems its own grant from A; A removes one of
+    them (``DELETE /v1/peers/site-b``): that site's links close and it loses A, the other
+    site stays linked and reachable."""
+    a, b, _, ca_b = parties
+    b2 = GatewayProcess(a.root.parent, "site-b2", ca_b).start()
+    try:
+        for gw, name in ((b, "site-b"), (b2, "site-b2")):
+            text = create(a, peer_name=name)["grant"]
+            status, answer = call(gw, "POST", "/v1/grants/redeem", {"grant": text})
+            assert (status, answer["result"]) == (200, "accepted"), answer
+        reachable = lambda gw, name: bool((peer(gw, name) or {}).get("status", {}).get("reachable"))  # noqa: E731
+        for gw in (b, b2):
+            assert _until(lambda gw=gw: reachable(gw, "site-a"), True), gw.name
+        assert _until(lambda: reachable(a, "site-b2"), True)
+        assert call(a, "DELETE", "/v1/peers/site-b")[0] in (200, 204)
+        assert _until(lambda: reachable(b, "site-a"), False) is False  # its links closed
+        assert _until(lambda: peer(b, "site-a")["status"]["links"], 0) == 0
+        assert reachable(b2, "site-a") and reachable(a, "site-b2")  # the other site untouched
+        assert peer(a, "site-b2")["status"]["links"] >= 1
+    finally:
+        b2.stop()
