@@ -220,9 +220,7 @@ def decode(text: str) -> Decoded:
         doc = json.loads(body)
         grant = Grant(
             id=str(doc["id"]),
-            sites=tuple(
-                Site(str(s["name"]), tuple(str(e) for e in s["endpoints"])) for s in doc["sites"]
-            ),
+            sites=_sites(doc["sites"]),
             ca=str(doc["ca"]),
             cert=str(doc["cert"]),
             peer_name=str(doc["peer_name"]),
@@ -241,6 +239,11 @@ def decode(text: str) -> Decoded:
     if not set(dns_names(cert)) & set(grant.site_names):
         raise GrantError("grant signer does not name a granting site")
     return Decoded(grant, text, body, hashlib.sha256(body).hexdigest())
+
+
+def _sites(items: Any) -> tuple[Site, ...]:
+    """Sites from their JSON form (``[{name, endpoints}]``); KeyError/TypeError if malformed."""
+    return tuple(Site(str(s["name"]), tuple(str(e) for e in s["endpoints"])) for s in items)
 
 
 # -- the redemption request -------------------------------------------------------------------
@@ -291,9 +294,7 @@ def parse_redemption(raw: bytes, *, binding: str) -> Presented:
         doc = json.loads(body)
         r = Redemption(
             grant=str(doc["grant"]),
-            sites=tuple(
-                Site(str(s["name"]), tuple(str(e) for e in s["endpoints"])) for s in doc["sites"]
-            ),
+            sites=_sites(doc["sites"]),
             ca=str(doc["ca"]),
             cert=str(doc["cert"]),
             binding=str(doc["binding"]),
