@@ -194,6 +194,18 @@ class Fabric:
             return f"ERR {proc.returncode} {proc.stderr.strip()}"
         return proc.stdout.strip()
 
+    def denied(self, host: str, port: int) -> str:
+        """A GET through an import whose connection the gateways refuse by policy (at either
+        end): the importer accepts, then resets the client. curl reports that as exit 56, or as
+        exit 7 when the reset arrives before it has seen its own connect complete (a busy
+        host); the import's listener must be up, so that a missing listener never passes for
+        a denial. Returns the curl result."""
+        got = self.get(host, port)
+        listening = self.sh(host, f"ss -Htln 'sport = :{port}'", check=False)
+        assert f":{port} " in listening, (got, listening)
+        assert got.startswith(("ERR 56", "ERR 7")), got
+        return got
+
     def gets(self, host: str, port: int, n: int) -> list[str]:
         """n sequential GETs (a new connection each) from a Python client on the host."""
         script = (

@@ -344,8 +344,7 @@ def test_privileged_deny_beats_regular_allow(fab):
         ]
     }
     fab.playbook("site", "--limit", "b")
-    got = fab.get("a", 9000)
-    assert got.startswith("ERR 56") and "reset" in got.lower(), got
+    fab.denied("a", 9000)
 
 
 def test_privileged_allow_beats_regular_deny(fab):
@@ -363,11 +362,12 @@ def test_regular_deny_beats_regular_allow(fab):
     fab.host_vars["b"] = {
         "clusterlink_policies": [ALLOW_LAB, {"name": "deny-a", "action": "deny", "from": PEER_A}]
     }
-    fab.playbook("site", "--limit", "b")
-    got = fab.get("a", 9000)
-    assert got.startswith("ERR 56"), got
-    del fab.host_vars["b"]
-    _recap, _ = fab.playbook("site", "--limit", "b")
+    try:
+        fab.playbook("site", "--limit", "b")
+        fab.denied("a", 9000)
+    finally:  # b back to the inventory's policies, whatever happened (later tests need them)
+        del fab.host_vars["b"]
+        fab.playbook("site", "--limit", "b")
     assert "deny-a" not in fab.gwctl("b", "get policies")
     assert fab.get("a", 9000) == "b"
 
