@@ -93,6 +93,20 @@ options:
           - For example V("{{ lookup('file', 'partner-ca.pem') }}").
         type: str
         required: true
+  via:
+    description:
+      - Relays (names of other peers of this gateway, at most 8) through which this gateway
+        reaches the peer when it has no direct or reverse link to it, for example two
+        outbound-only sites (O(dial=false) on both sides) that both reach a hub site.
+      - The relay splices the bytes only - the two ends run their own mutual TLS inside the
+        relayed stream, so the relay can neither read nor impersonate them. A direct path,
+        where one exists, is preferred; an unreachable relay is skipped.
+      - Each relay must be a site configured as a relay (C(relay.enabled) in its
+        C(gateway.yaml), the gateway role's C(clusterlink_relay)); the peer itself may not be
+        named.
+      - Omitted or empty, the peer is reached directly (or over its reverse links) only.
+    type: list
+    elements: str
 seealso:
   - module: clusterlink.fabric.gateway_info
   - module: clusterlink.fabric.imported_service
@@ -130,6 +144,12 @@ EXAMPLES = r"""
   clusterlink.fabric.peer:
     name: edge
     dial: false
+
+- name: Peer with an outbound-only site that this outbound-only site reaches through two hubs
+  clusterlink.fabric.peer:
+    name: spoke-2
+    dial: false
+    via: [hub-a, hub-b]
 
 - name: Set the admin socket once for every ClusterLink module of a play
   module_defaults:
@@ -170,15 +190,17 @@ peer:
     spec:
       description:
         - C(dial) (whether this gateway dials the peer), the endpoints, C(gateways), each
-          with C(host) and C(port), C(client_attributes) if it is set, and C(trust) (with
-          C(ca), the canonical PEM bundle) if the peer has its own anchors.
+          with C(host) and C(port), C(client_attributes) if it is set, C(trust) (with
+          C(ca), the canonical PEM bundle) if the peer has its own anchors, and C(via) (the
+          relays) if it has any.
       type: dict
       returned: always
     status:
       description:
         - Read-only state of the peer, C(reachable) (null until the first heartbeat),
           C(last_seen), C(labels) learned from the peer, C(rtt_ms), C(error), C(links), and
-          C(trust) (C(subject), C(fingerprint_sha256) and C(not_after) of each own anchor).
+          C(trust) (C(subject), C(fingerprint_sha256) and C(not_after) of each own anchor),
+          and C(via) (the path in use, V(direct), V(reverse) or the name of the relay).
       type: dict
       returned: when the object exists on the gateway
   sample:
@@ -217,6 +239,7 @@ class Peer(GatewayResource):
         ),
         client_attributes=dict(type="str", choices=["honor", "ignore"]),
         trust=dict(type="dict", options=dict(ca=dict(type="str", required=True))),
+        via=dict(type="list", elements="str"),
     )
     # gateways: required when state=present and dial=true, checked in run() (required_if
     # takes one condition only).
@@ -239,6 +262,8 @@ class Peer(GatewayResource):
             spec["client_attributes"] = self.params["client_attributes"]
         if self.params["trust"] is not None:
             spec["trust"] = {"ca": self.params["trust"]["ca"]}
+        if self.params["via"]:  # none: absent, as the gateway stores a peer without relays
+            spec["via"] = list(self.params["via"])
         return spec
 
     def normalize_spec(self, spec):
@@ -254,6 +279,8 @@ class Peer(GatewayResource):
         trust = spec.get("trust")
         if isinstance(trust, dict) and trust.get("ca") is not None:  # unset: absent
             out["trust"] = {"ca": canonical_bundle(str(trust["ca"]))}
+        if spec.get("via"):  # empty: absent (the order is kept: the relays are tried in order)
+            out["via"] = [str(relay) for relay in spec["via"]]
         return out
 
     def diff_view(self, comparable):
