@@ -19,11 +19,12 @@ Only controller-side tasks run (connection local, no gateway).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
-from .conftest import RENDER_PEERS_PLAY, Ansible
+from .conftest import RENDER_PEERS_PLAY, REPO, Ansible
 from .test_outbound_only import LOCAL, _first_play, _host, _sentinel
 
 
@@ -199,3 +200,45 @@ def test_preflight_refuses_bad_relays(case: str, limit: str | None, ansible: Ans
     assert any(expected in m for m in messages), messages
     if case in ("no relays", "relay only its own end"):
         assert any("clusterlink_relays" in m for m in messages), messages
+
+
+def test_the_hub_and_spoke_example_inventory(ansible: Ansible) -> None:
+    """inventories/hub_and_spoke/ passes the preflight; each spoke dials the two hubs and
+    reaches the other spokes via [hub-a, hub-b]; the hubs render a relay section."""
+    inventory = REPO / "inventories" / "hub_and_spoke"
+    play = {
+        **RENDER_PEERS_PLAY,
+        "tasks": [
+            *RENDER_PEERS_PLAY["tasks"],
+            {
+                "name": "Relay settings",
+                "ansible.builtin.debug": {
+                    "msg": "{{ clusterlink_relay | default(false) }} "
+                    "{{ clusterlink_relay_policies | default([]) | map(attribute='name') | list }}"
+                },
+            },
+        ],
+    }
+    args = (
+        *LOCAL,
+        "-e",
+        "ansible_connection=local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+    )
+    run = ansible.play([play], inventory=inventory, args=args)
+    assert run.returncode == 0, run.output[-4000:]
+    rendered = next(t for t in run.tasks if t["name"] == "Rendered peers")["hosts"]
+    peers = {h: _by_name(r["__clusterlink_peering_peers"]) for h, r in rendered.items()}
+    assert sorted(peers) == ["hub-a", "hub-b", "spoke-1", "spoke-2", "spoke-3"]
+    for spoke in ("spoke-1", "spoke-2", "spoke-3"):
+        mine = peers[spoke]
+        for hub in ("hub-a", "hub-b"):
+            assert mine[hub]["dial"] is True and "via" not in mine[hub]
+        others = [s for s in ("spoke-1", "spoke-2", "spoke-3") if s != spoke]
+        assert all(mine[o]["via"] == ["hub-a", "hub-b"] for o in others), mine
+    for hub in ("hub-a", "hub-b"):
+        assert all("via" not in p for p in peers[hub].values())
+    relay = next(t for t in run.tasks if t["name"] == "Relay settings")["hosts"]
+    assert relay["hub-a"]["msg"] == "True ['spoke-to-spoke']"
+    assert relay["spoke-1"]["msg"].startswith("False")
