@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Two independent parties (issue [6] point 4), on real lab hosts, each through its own playbooks.
 
-One flat lab of two hosts: ``a`` is party A's only site, ``b`` party B's. Each party has its
+One flat lab of three hosts: ``a`` is party A's only site, ``b`` and ``b2`` party B's two. Each party has its
 own controller: its own inventory (naming only its own host), its own ``HOME`` and its own PKI
 directory, so ``site.yml`` makes two different fabric CAs. A's operator creates a grant with
 ``gwctl grant create`` on A's host; the text is copied to B's controller, whose own small
@@ -16,6 +16,7 @@ playbook redeems it with ``clusterlink.fabric.peering_grant``. Then:
 * A certificate from B's CA named ``a`` (A's own site) is refused at A's peer port
   (``wrong-anchor`` in A's journal).
 * A deny policy in A's inventory refuses B's import.
+* A removes one of B's sites (its Peer ``b2``): only b2's links close, b stays linked.
 * A deletes its Peer ``b``: B's links close.
 * The grant redeemed a second time (``used-up``, through B's playbook), an expired grant and a
   tampered one are refused with their reasons.
@@ -68,7 +69,7 @@ REDEEM = """\
   tasks:
     - name: Redeem the grant
       clusterlink.fabric.peering_grant:
-        grant: "{{ lookup('ansible.builtin.file', grant_file) }}"
+        grant: "{{ lookup('ansible.builtin.file', grant_dir ~ '/' ~ inventory_hostname ~ '.txt') }}"
         endpoints: [{host: "{{ ansible_host }}", port: 443}]
 """
 
@@ -77,10 +78,10 @@ class Party(Fabric):
     """One party's controller: the lab's hosts, but an inventory of its own host only, and its
     own HOME (and, from Fabric, its own PKI directory and Ansible configuration)."""
 
-    def __init__(self, lab, workdir: Path, fabric_name: str, host: str) -> None:
+    def __init__(self, lab, workdir: Path, fabric_name: str, hosts: list[str]) -> None:
         super().__init__(lab, workdir, fabric_name)
-        self.members = [host]
-        self.host = host
+        self.members = list(hosts)
+        self.host = hosts[0]
         home = workdir / "home"
         home.mkdir()
         # Wheels are public and the same for both parties: one cache (keyed by the source's
@@ -88,13 +89,15 @@ class Party(Fabric):
         self.group_vars["clusterlink_gateway_wheel_cache"] = WHEEL_CACHE
         self.env["HOME"] = str(home)
 
-    def redeem(self, grant: str, check: bool = True) -> tuple[dict, str]:
-        """Party B's own playbook with ``grant`` as the grant file."""
-        (self.workdir / "grant-from-a.txt").write_text(grant + "\n")
+    def redeem(self, grants: dict[str, str], check: bool = True) -> tuple[dict, str]:
+        """Party B's own playbook, each of its sites with its own grant file from A."""
+        folder = self.workdir / "grants-from-a"
+        folder.mkdir(exist_ok=True)
+        for site, text in grants.items():
+            (folder / f"{site}.txt").write_text(text + "\n")
         playbook = self.workdir / "redeem.yml"
         playbook.write_text(REDEEM)
-        grant_file = str(self.workdir / "grant-from-a.txt")
-        return self.playbook(playbook, "-e", f"grant_file={grant_file}", check=check)
+        return self.playbook(playbook, "-e", f"grant_dir={folder}", check=check)
 
 
 def both(*calls):
@@ -105,11 +108,11 @@ def both(*calls):
 
 @pytest.fixture(scope="module")
 def parties(tmp_path_factory):
-    lab = create_lab(f"grant-{secrets.token_hex(3)}", ["a", "b"])
+    lab = create_lab(f"grant-{secrets.token_hex(3)}", ["a", "b", "b2"])
     try:
         root = tmp_path_factory.mktemp("parties")
-        a = Party(lab, root / "party-a", "party-a", "a")
-        b = Party(lab, root / "party-b", "party-b", "b")
+        a = Party(lab, root / "party-a", "party-a", ["a"])
+        b = Party(lab, root / "party-b", "party-b", ["b", "b2"])
         source = str(REPO / "gateway")
         a.group_vars.update(
             clusterlink_gateway_source=source,
@@ -145,10 +148,10 @@ def parties(tmp_path_factory):
         lab.destroy()
 
 
-def grant(a: Party, *args: str) -> str:
+def grant(a: Party, *args: str, peer: str = "b") -> str:
     """``gwctl grant create`` on A's host, as A's operator would: the grant text."""
     address = a.lab.status()["hosts"]["a"]["address"]
-    out = a.gwctl("a", f"grant create --peer-name b --endpoint {address}:443 {' '.join(args)}")
+    out = a.gwctl("a", f"grant create --peer-name {peer} --endpoint {address}:443 {' '.join(args)}")
     (text,) = [line for line in out.splitlines() if line.startswith(PREFIX)]
     return text
 
@@ -170,11 +173,12 @@ def test_each_party_deploys_its_own_fabric(parties):
     a, b = parties
     runs = both(lambda: a.playbook("site"), lambda: b.playbook("site"))
     for (recap, _), party in zip(runs, (a, b), strict=True):
-        assert set(recap) == {party.host} and no_failures(recap), recap
+        assert set(recap) == set(party.members) and no_failures(recap), recap
     hosts = a.lab.status()["hosts"]
-    for party, other in ((a, "b"), (b, "a")):  # neither inventory names the other's host
+    for party, others in ((a, ("b", "b2")), (b, ("a",))):  # no inventory names the other's
         inventory = (party.inventory / "hosts.yml").read_text()
-        assert hosts[other]["address"] not in inventory and f'"{other}"' not in inventory
+        for other in others:
+            assert hosts[other]["address"] not in inventory and f'"{other}"' not in inventory
     ca_a, ca_b = (p.pki_dir / "ca.crt" for p in (a, b))
     assert ca_a.read_bytes() != ca_b.read_bytes()  # two fabric CAs, on two controllers
     assert "b" not in a.peers("a") and "a" not in b.peers("b")  # no peering before the grant
@@ -185,16 +189,19 @@ def test_each_party_deploys_its_own_fabric(parties):
 def test_b_redeems_a_grant_with_its_own_playbook(parties):
     a, b = parties
     parties_state["grant"] = grant(a, "--uses", "1")
+    parties_state["grant-b2"] = grant(a, "--uses", "1", peer="b2")
     parties_state["short"] = grant(a, "--uses", "1", "--expires", "1s")
-    recap, out = b.redeem(parties_state["grant"])
-    assert recap["b"]["changed"] == 1 and no_failures(recap), out[-3000:]
-    assert parties_state["grant"] not in out
+    grants = {"b": parties_state["grant"], "b2": parties_state["grant-b2"]}
+    recap, out = b.redeem(grants)
+    assert recap["b"]["changed"] == 1 and recap["b2"]["changed"] == 1, out[-3000:]
+    assert no_failures(recap) and parties_state["grant"] not in out, out[-3000:]
+    assert {"b", "b2"} <= set(a.peers("a")) and "a" in b.peers("b2")
     at_a, at_b = a.peers("a")["b"], b.peers("b")["a"]
     assert at_a["labels"]["clusterlink.io/grant"] == at_b["labels"]["clusterlink.io/grant"]
     assert at_a["spec"]["trust"]["ca"].strip() == (b.pki_dir / "ca.crt").read_text().strip()
     assert at_b["spec"]["trust"]["ca"].strip() == (a.pki_dir / "ca.crt").read_text().strip()
-    recap, out = b.redeem(parties_state["grant"])  # idempotent: already redeemed
-    assert recap["b"]["changed"] == 0 and no_failures(recap), out[-3000:]
+    recap, out = b.redeem(grants)  # idempotent: already redeemed
+    assert no_failures(recap) and all(r["changed"] == 0 for r in recap.values()), out[-3000:]
     listed = json.loads(a.gwctl("a", "-o json grant list"))
     assert {g["state"] for g in listed if g["uses_left"] == 0} == {"used-up"}, listed
 
@@ -212,8 +219,8 @@ def test_rerun_changes_nothing_and_keeps_the_grant_peers(parties):
     a, b = parties
     (ra, _), (rb, _) = both(lambda: a.playbook("site"), lambda: b.playbook("site"))
     assert ra["a"]["changed"] == 0 and no_failures(ra), ra
-    assert rb["b"]["changed"] == 0 and no_failures(rb), rb
-    assert "b" in a.peers("a") and "a" in b.peers("b")
+    assert all(r["changed"] == 0 for r in rb.values()) and no_failures(rb), rb
+    assert {"b", "b2"} <= set(a.peers("a")) and "a" in b.peers("b") and "a" in b.peers("b2")
     assert b.get("b", IMPORT_PORT) == "a"
 
 
@@ -280,6 +287,16 @@ def test_a_deny_policy_refuses_b(parties):
     assert b.wait("b's import refused", lambda: b.get("b", IMPORT_PORT) != "a", 30)
 
 
+def test_a_removes_one_of_b_sites_and_only_its_links_close(parties):
+    a, b = parties
+    assert b.wait("b2 reaches a", lambda: b.reachable("b2").get("a") is True, 60)
+    assert b.reachable("b").get("a") is True
+    a.gwctl("a", "delete peer b2")
+    assert b.wait("b2's links to a closed", lambda: b.reachable("b2").get("a") is False, 60)
+    assert b.reachable("b").get("a") is True and a.reachable("a").get("b") is True
+    assert "b2" not in a.peers("a") and b.reachable("b").get("b2") is True  # B's own mesh
+
+
 def test_a_removes_b_trust_and_b_links_close(parties):
     a, b = parties
     assert b.reachable("b").get("a") is True
@@ -292,8 +309,11 @@ def test_refused_grants(parties):
     """B no longer holds A's Peers (or the redemption would be a no-op already-redeemed)."""
     _, b = parties
     b.gwctl("b", "delete peer a")
-    recap, out = b.redeem(parties_state["grant"], check=False)
+    recap, out = b.redeem(
+        {"b": parties_state["grant"], "b2": parties_state["grant-b2"]}, check=False
+    )
     assert recap["b"]["failed"] == 1 and "used-up" in out, out[-3000:]
+    assert recap["b2"]["failed"] == 0, out[-3000:]  # b2 still holds Peer a: already redeemed
     assert parties_state["grant"] not in out
     cases = {"expired": parties_state["short"], "tampered": extended(parties_state["short"])}
     time.sleep(1.5)
