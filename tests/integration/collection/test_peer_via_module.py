@@ -12,18 +12,12 @@ from typing import Any
 
 import pytest
 
-from clusterlink_gateway.model.objects import PeerSpec
 from support.gateway import GatewayProcess, stored
 
 from .conftest import Ansible
 from .test_outbound_only import LOCAL
 
 MODULE = "clusterlink.fabric.peer"
-
-# The gateway's Peer.spec.via comes with the relay work on the gateway side (same issue).
-pytestmark = pytest.mark.skipif(
-    "via" not in PeerSpec.model_fields, reason="the gateway's Peer has no spec.via yet"
-)
 
 
 def _task(name: str, args: dict[str, Any], *, check: bool = False) -> dict[str, Any]:
