@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--variants",
         default="direct,stunnel,gateway",
         help="comma-separated: direct, stunnel, gateway, gateway-reverse (the exporter is an "
-        "outbound-only site reached over reverse links), gateway-base (the gateway from "
+        "outbound-only site reached over reverse links), gateway-relay (two outbound-only "
+        "sites through a third gateway relaying ciphertext), gateway-base (the gateway from "
         "--base-ref), gateway-audit-off / gateway-audit-debug (log.audit set so) "
         "(default: the first three)",
     )
@@ -188,6 +189,8 @@ def progress(record: dict[str, Any]) -> None:
         bits.append(f"{record['gbps']:.2f} Gbit/s")
         if "cpu_s_per_gb" in record:
             bits.append(f"{record['cpu_s_per_gb']:.2f} CPU-s/GB")
+        if "relay_cpu_s_per_gb" in record:
+            bits.append(f"relay {record['relay_cpu_s_per_gb']:.2f} CPU-s/GB")
     if "p50_us" in record:
         bits.append(f"p50 {record['p50_us']:.0f} us, p99 {record['p99_us']:.0f} us")
         if "cpu_us_per_rt" in record:
@@ -199,6 +202,8 @@ def progress(record: dict[str, Any]) -> None:
         )
         if "cpu_ms_per_req" in record:
             bits.append(f"{record['cpu_ms_per_req']:.3f} CPU-ms/req")
+        if "relay_cpu_ms_per_req" in record:
+            bits.append(f"relay {record['relay_cpu_ms_per_req']:.3f} CPU-ms/req")
         if record["error_count"]:
             bits.append(f"errors {record['error_count']}")
     if "kib_per_conn" in record:

@@ -32,7 +32,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_pki(directory: Path, names: tuple[str, ...] = ("gw-a", "gw-b")) -> Pki:
+def make_pki(directory: Path, names: tuple[str, ...] = ("gw-a", "gw-b", "gw-r")) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -50,11 +50,17 @@ class Plan:
 
 
 def _metered(tunnel: Tunnel, load: Callable[[], T]) -> tuple[T, Any, CpuMeter]:
-    """Run ``load`` while metering the tunnel's processes; (its result, CPU used, meter)."""
+    """Run ``load`` while metering the tunnel's processes; (its result, CPU used, meter).
+    A relay in the path (variant gateway-relay) is also metered alone: ``tunnel.relay_cpu``."""
     meter = CpuMeter(tunnel.pids)
+    relay_pid = getattr(tunnel, "relay_pid", None)
+    relay = CpuMeter([relay_pid]) if relay_pid else None
     meter.start()
+    if relay:
+        relay.start()
     result = load()
     used = meter.stop()
+    tunnel.relay_cpu = relay.stop().total if relay else None
     tunnel.check_alive()
     return result, used, meter
 
@@ -78,6 +84,8 @@ def _measure_iperf(tunnel: Tunnel, plan: Plan, streams: int) -> dict[str, Any]:
             "cpu_user_s_per_gb": used.user / gb,
             "cpu_sys_s_per_gb": used.system / gb,
         }
+        if tunnel.relay_cpu is not None:
+            out |= {"relay_cpu_s": tunnel.relay_cpu, "relay_cpu_s_per_gb": tunnel.relay_cpu / gb}
     return out
 
 
@@ -103,6 +111,8 @@ def _measure_wrk(tunnel: Tunnel, plan: Plan, close: bool) -> dict[str, Any]:
             "cpu_sys_s": used.system,
             "cpu_ms_per_req": used.total * 1000 / result.requests,
         }
+        if tunnel.relay_cpu is not None:
+            out["relay_cpu_ms_per_req"] = tunnel.relay_cpu * 1000 / result.requests
     return out
 
 

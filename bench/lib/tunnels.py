@@ -88,8 +88,9 @@ class Tunnel:
         self.target = ctx.sinks.port(kind)
         self.port = self.target
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.roles: dict[str, int] = {}  # "gw-a"/"gw-b" -> pid
+        self.roles: dict[str, int] = {}  # "gw-a"/"gw-b" (/"gw-r", a relay) -> pid
         self.info: dict[str, Any] = {}
+        self.relay_cpu: float | None = None  # CPU-s of the relay alone in the last load
 
     @property
     def pids(self) -> list[int]:
@@ -176,7 +177,11 @@ class GatewayPair(Tunnel):
     imports both. Allow-all policies on both. Ready when a probe connection gets the hold
     sink's greeting through the pair. With ``reverse`` (variant ``gateway-reverse``), gw-B is
     an outbound-only site: gw-A holds it with ``dial: false`` and reaches it over the reverse
-    links gw-B opens.
+    links gw-B opens. With ``relay`` (variant ``gateway-relay``), gw-A and gw-B are both
+    outbound-only and reach each other through a third gateway, gw-R (``relay.enabled``): each
+    dials gw-R, holds the other with ``dial: false, via: [gw-r]``, and runs its own mTLS with
+    the other inside the relayed stream; gw-R splices ciphertext (its CPU is also measured
+    alone, ``relay_pid``).
     """
 
     variant = "gateway"
@@ -188,6 +193,7 @@ class GatewayPair(Tunnel):
         workers: int = 1,
         reverse: bool = False,
         *,
+        relay: bool = False,
         base: bool = False,
         audit: str | None = None,
     ) -> None:
@@ -204,6 +210,14 @@ class GatewayPair(Tunnel):
             self.variant = f"gateway-w{workers}"
         if reverse:
             self.variant = "gateway-reverse"
+        self.relay = relay
+        if relay:
+            self.variant = "gateway-relay"
+
+    @property
+    def relay_pid(self) -> int | None:
+        """The relay gateway's process (variant gateway-relay), None otherwise."""
+        return self.roles.get("gw-r")
 
     def _config(self, root: Path, peer: str, listen_port: int) -> Path:
         config = {
@@ -222,6 +236,18 @@ class GatewayPair(Tunnel):
         }
         if self.audit is not None:
             config["log"]["audit"] = self.audit
+        if peer == "gw-r":
+            config["relay"] = {
+                "enabled": True,
+                "policies": [
+                    {
+                        "name": "any-pair",
+                        "action": "allow",
+                        "from": [{"workloadSelector": {}}],
+                        "to": [{"workloadSelector": {}}],
+                    }
+                ],
+            }
         path = root / f"{peer}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -251,6 +277,9 @@ class GatewayPair(Tunnel):
             time.sleep(0.05)
 
     def start(self) -> None:
+        if self.relay:
+            self._start_relayed()
+            return
         ctx = self.ctx
         name = ctx.next_name(self.variant)
         root = ctx.workdir / name
@@ -269,6 +298,10 @@ class GatewayPair(Tunnel):
         b_spec: dict[str, Any] = {"gateways": [{"host": "127.0.0.1", "port": b_port}]}
         a.create("peers", {"name": "gw-b", "spec": {"dial": False} if self.reverse else b_spec})
         a.create("policies", ALLOW_ALL)
+        self._imports(a)
+
+    def _imports(self, a: Any) -> None:
+        """gw-a imports the sink and the probe from gw-b; then waits until traffic passes."""
         self.port = free_port()
         probe_port = free_port()
         for imp, port in ((self.kind, self.port), ("probe", probe_port)):
@@ -276,6 +309,34 @@ class GatewayPair(Tunnel):
                 "imports",
                 {"name": imp, "spec": {"port": port, "sources": [{"peer": "gw-b", "export": imp}]}},
             )
+        self._finish(a, probe_port)
+
+    def _start_relayed(self) -> None:
+        """gw-r (relay, accepts both), then gw-b and gw-a, each dialing gw-r only."""
+        ctx = self.ctx
+        name = ctx.next_name(self.variant)
+        root = ctx.workdir / name
+        root.mkdir(parents=True)
+        r_port, b_port, a_port = free_port(), free_port(), free_port()
+        _, r = self._spawn("gw-r", f"{name}-gw-r", self._config(root, "gw-r", r_port))
+        for end in ("gw-a", "gw-b"):
+            r.create("peers", {"name": end, "spec": {"dial": False}})
+        hub = {"name": "gw-r", "spec": {"gateways": [{"host": "127.0.0.1", "port": r_port}]}}
+        _, b = self._spawn("gw-b", f"{name}-gw-b", self._config(root, "gw-b", b_port))
+        for export, port in ((self.kind, self.target), ("probe", ctx.sinks.hold)):
+            b.create("exports", {"name": export, "spec": {"host": "127.0.0.1", "port": port}})
+        b.create("policies", ALLOW_ALL)
+        b.create("peers", hub)
+        b.create("peers", {"name": "gw-a", "spec": {"dial": False, "via": ["gw-r"]}})
+        _, a = self._spawn("gw-a", f"{name}-gw-a", self._config(root, "gw-a", a_port))
+        a.create("peers", hub)
+        a.create("peers", {"name": "gw-b", "spec": {"dial": False, "via": ["gw-r"]}})
+        a.create("policies", ALLOW_ALL)
+        self._imports(a)
+
+    def _finish(self, a: Any, probe_port: int) -> None:
+        """gw-a's imports listen and a probe connection gets through."""
+        ctx = self.ctx
         wait_listening(ctx.procs, [self.port, probe_port], self.procs)
         self._wait_workers_listening()
         self._probe(probe_port)
@@ -327,6 +388,8 @@ def make_tunnel(ctx: Context, variant: str, kind: str) -> Tunnel:
         return GatewayPair(ctx, kind, audit=variant.removeprefix("gateway-audit-"))
     if variant == "gateway-reverse":
         return GatewayPair(ctx, kind, reverse=True)
+    if variant == "gateway-relay":
+        return GatewayPair(ctx, kind, relay=True)
     if variant.startswith("gateway-w"):
         return GatewayPair(ctx, kind, workers=int(variant.removeprefix("gateway-w")))
     raise ValueError(f"unknown variant {variant!r}")
