@@ -243,8 +243,8 @@ class GatewayPair(Tunnel):
                     {
                         "name": "any-pair",
                         "action": "allow",
-                        "from": [{"workloadSelector": {}}],
-                        "to": [{"workloadSelector": {}}],
+                        "from": [{}],
+                        "to": [{}],
                     }
                 ],
             }

@@ -17,8 +17,8 @@ from .test_gateway_metrics_vars import render
 ANY_PAIR = {
     "name": "any-pair",
     "action": "allow",
-    "from": [{"workloadSelector": {}}],
-    "to": [{"workloadSelector": {}}],
+    "from": [{}],
+    "to": [{}],
 }
 
 
@@ -45,8 +45,8 @@ def test_relay_policies_and_limit_from_the_inventory(tmp_path: Path) -> None:
         {
             "name": "no-s1-to-s2",
             "action": "deny",
-            "from": [{"workloadSelector": {"matchLabels": {"peer.clusterlink.net/name": "s1"}}}],
-            "to": [{"workloadSelector": {"matchLabels": {"peer.clusterlink.net/name": "s2"}}}],
+            "from": [{"matchLabels": {"peer.clusterlink.net/name": "s1"}}],
+            "to": [{"matchLabels": {"peer.clusterlink.net/name": "s2"}}],
         },
         ANY_PAIR,
     ]

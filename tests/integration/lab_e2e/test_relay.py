@@ -249,13 +249,13 @@ def test_relay_policy_forbidding_the_pair(relayed):
         result="denied",
     )  # fmt: skip
     pair = [
-        {"workloadSelector": {"matchLabels": {"peer.clusterlink.net/name": "s1"}}},
-        {"workloadSelector": {"matchLabels": {"peer.clusterlink.net/name": "s2"}}},
+        {"matchLabels": {"peer.clusterlink.net/name": "s1"}},
+        {"matchLabels": {"peer.clusterlink.net/name": "s2"}},
     ]
     fab.host_vars[HUB]["clusterlink_relay_policies"] = [
         {"name": "no-spoke-pair", "action": "deny", "from": pair, "to": pair},
-        {"name": "any-pair", "action": "allow", "from": [{"workloadSelector": {}}],
-         "to": [{"workloadSelector": {}}]},
+        {"name": "any-pair", "action": "allow", "from": [{}],
+         "to": [{}]},
     ]  # fmt: skip
     t0 = time.monotonic()
     recap, _ = fab.playbook("site", "--limit", HUB, "-e", "clusterlink_wait_reachable=0")
