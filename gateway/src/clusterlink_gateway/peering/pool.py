@@ -389,6 +389,7 @@ class PeerPool:
         self._relayed[link] = relay
         self._links.append(link)
         log.info("relayed link to peer", extra={"peer": self.peer_name, "relay": relay})
+        self._maintain()  # a direct path, where one exists, is still dialed (with backoff)
         self._new_link.set()
         self._new_link = asyncio.Event()
         if self.on_link_up is not None:
