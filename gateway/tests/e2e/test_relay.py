@@ -11,6 +11,7 @@ Figures are printed (``-s``).
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from support.fabric import ALLOW_ALL, Fabric
-from support.probes import TcpEcho, log_records, metrics, poll
+from support.probes import TcpEcho, metrics, poll
 
 ALLOW = {
     "name": "any",
@@ -48,6 +49,7 @@ class Relayed:
         self.record = record
         self.echo = echo
         self.port = 0
+        self.marker = b""
 
     def via(self, on: str, peer: str, relays: list[str]) -> None:
         body = {"name": peer, "spec": {"dial": False, "via": relays}}
@@ -125,7 +127,10 @@ def test_traffic_through_a_relay_that_sees_only_ciphertext(net: Relayed) -> None
     m = metrics(net.fabric.client("r1"))
     assert m['clusterlink_relay_streams_total{destination="d",result="ok",source="s"}'] >= 1
     up = m['clusterlink_relay_bytes_total{destination="d",direction="up",source="s"}']
-    assert poll(lambda: any("result=ok" in r["msg"] for r in relay_lines(net, "r1")), 5) or up
+    down = m['clusterlink_relay_bytes_total{destination="d",direction="down",source="s"}']
+    assert up > len(payload) and down > len(payload)  # ciphertext, counted as it flows
+    assert m['clusterlink_relay_streams_active{source="s"}'] >= 1
+    net.marker = marker
     # policies and offers at both ends saw the true peer, never the relay
     offers = net.fabric.client("s").raw("GET", "/v1/peers/d/offers")
     assert offers.status == 200 and [o["name"] for o in offers.body] == ["echo"]
@@ -133,13 +138,9 @@ def test_traffic_through_a_relay_that_sees_only_ciphertext(net: Relayed) -> None
 
 
 def relay_lines(net: Relayed, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in net.fabric[name].log_text().splitlines():
-        if '"msg": "relay source=' in line:
-            import json
-
-            out.append(json.loads(line))
-    return out
+    """The relay's log records of relayed streams (one per stream)."""
+    text = net.fabric[name].log_text()
+    return [json.loads(line) for line in text.splitlines() if '"msg": "relay source=' in line]
 
 
 def test_relay_policy_forbidding_the_pair_refuses_counts_and_logs(net: Relayed) -> None:
@@ -164,7 +165,6 @@ def test_a_relay_that_flips_a_byte_breaks_the_session(net: Relayed) -> None:
     for _ in range(5):
         got = exchange(net.port, payload, 10)
         assert got is None or (payload.startswith(got) and got != payload)  # never corrupted
-    assert log_records(net.fabric["rbad"], "peer link protocol error; closing") == [] or True
     assert poll(lambda: any("result=reset" in r["msg"] for r in relay_lines(net, "rbad")), 20)
 
 
@@ -190,3 +190,15 @@ def test_failover_to_the_second_relay(net: Relayed) -> None:
     assert poll(lambda: exchange(net.port, b"b", 5) == b"b", 40), net.status()
     print(f"\nfailover to r2: {time.monotonic() - t0:.2f} s")
     assert poll(lambda: net.status()["via"] == "r2", 20), net.status()
+    # r1 logged one line per relayed stream (source, destination, result, bytes), no payload
+    lines = [r["msg"] for r in relay_lines(net, "r1")]
+    assert any("source=s destination=d" in m and "bytes_up=" in m for m in lines), lines
+    assert net.marker and net.marker.decode() not in net.fabric["r1"].log_text()
+
+
+def test_a_direct_path_is_preferred_to_the_relays(net: Relayed) -> None:
+    endpoint = net.fabric.endpoint("d")
+    body = {"name": "d", "spec": {"gateways": [endpoint], "via": ["r2"]}}
+    net.fabric.client("s").replace("peers", "d", body)
+    assert poll(lambda: net.status()["via"] == "direct", 30), net.status()
+    assert exchange(net.port, b"direct") == b"direct"

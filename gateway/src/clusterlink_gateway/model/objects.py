@@ -92,6 +92,7 @@ class PeerSpec(Strict):
     via: list[Name] = Field(
         default_factory=list,
         max_length=MAX_VIA,
+        json_schema_extra={"uniqueItems": True},
         description=(
             "relays (Peer names) through which this peer is reached when it has no direct or "
             "reverse link; the relays see only ciphertext (the two ends run their own mTLS)"

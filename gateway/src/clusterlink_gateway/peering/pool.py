@@ -313,6 +313,9 @@ class PeerPool:
                 for link in self._links
                 if link.usable and not (plain and link in self._relayed)
             ]
+            direct = [link for link in usable if link not in self._relayed]
+            if direct:  # a direct (or reverse) path is preferred to a relayed one
+                usable = direct
             if usable:
                 if len(usable) < self.target_links and all(
                     link.active_streams for link in usable
@@ -352,6 +355,10 @@ class PeerPool:
             else:  # JOIN without a task cannot happen; do not spin if it does
                 await asyncio.sleep(0.01)
 
+    def _direct_links(self) -> int:
+        """Usable links that are not relayed (a relayed link does not stop direct dials)."""
+        return sum(1 for link in self._links if link.usable and link not in self._relayed)
+
     def _all_failing(self) -> bool:
         """Every endpoint failed its last dial (or there is none): try the relays."""
         return all(ep.failures > 0 for ep in self._endpoints)
@@ -382,6 +389,7 @@ class PeerPool:
         self._relayed[link] = relay
         self._links.append(link)
         log.info("relayed link to peer", extra={"peer": self.peer_name, "relay": relay})
+        self._maintain()  # a direct path, where one exists, is still dialed (with backoff)
         self._new_link.set()
         self._new_link = asyncio.Event()
         if self.on_link_up is not None:
@@ -500,6 +508,8 @@ class PeerPool:
                     },
                 )
             ep.failures, ep.next_try, ep.last_error = 0, 0.0, ""
+            for relayed in list(self._relayed):  # the direct path is back: relays step aside
+                relayed.drain()
             self._new_link.set()
             self._new_link = asyncio.Event()
             if self.on_link_up is not None:
@@ -547,15 +557,13 @@ class PeerPool:
             return
         if self._maintainer is not None and not self._maintainer.done():
             return
-        if sum(1 for link in self._links if link.usable) >= self.wanted_links:
+        if self._direct_links() >= self.wanted_links:
             return
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop())
 
     async def _maintain_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while (
-            not self._closed and sum(1 for link in self._links if link.usable) < self.wanted_links
-        ):
+        while not self._closed and self._direct_links() < self.wanted_links:
             if self._attempt is None or self._attempt.done():
                 if not self._eligible():
                     wake = min((ep.next_try for ep in self._endpoints), default=loop.time() + 1.0)
