@@ -85,7 +85,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relayed]:
             fabric.client(a).create("peers", {"name": b, "spec": {"dial": False, "via": ["r1"]}})
         for name in ("s", "d"):
             fabric.client(name).create("policies", ALLOW_ALL)
-        fabric.client("d").create("exports", {"name": "echo", "spec": {"port": echo.port}})
+        # only s may use it: traffic through a relay passes only if d sees s, never the relay
+        export = {"port": echo.port, "allowed_peers": ["s"]}
+        fabric.client("d").create("exports", {"name": "echo", "spec": export})
         fabric.client("s").create("imports", {"name": "echo", "spec": {"sources": [{"peer": "d"}]}})
         net = Relayed(fabric, record, echo)
         net.port = fabric.import_port("s", "echo")
@@ -135,6 +137,7 @@ def test_traffic_through_a_relay_that_sees_only_ciphertext(net: Relayed) -> None
     offers = net.fabric.client("s").raw("GET", "/v1/peers/d/offers")
     assert offers.status == 200 and [o["name"] for o in offers.body] == ["echo"]
     print(f"\nrelayed: first answer {first:.2f} s; 1.1 MB echoed in {took:.2f} s")
+    print(f"relayed: {throughput(net.port):.0f} MB/s (16 MB echoed, both ways)")
 
 
 def relay_lines(net: Relayed, name: str) -> list[dict[str, Any]]:
@@ -202,3 +205,12 @@ def test_a_direct_path_is_preferred_to_the_relays(net: Relayed) -> None:
     net.fabric.client("s").replace("peers", "d", body)
     assert poll(lambda: net.status()["via"] == "direct", 30), net.status()
     assert exchange(net.port, b"direct") == b"direct"
+    print(f"\ndirect: {throughput(net.port):.0f} MB/s (16 MB echoed, both ways)")
+
+
+def throughput(port: int, size: int = 16 << 20) -> float:
+    """MB/s of one echo of ``size`` bytes (a figure, printed, never asserted)."""
+    payload = secrets.token_bytes(size)
+    started = time.monotonic()
+    assert exchange(port, payload, 60) == payload
+    return size / (1 << 20) / (time.monotonic() - started)
