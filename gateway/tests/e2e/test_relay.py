@@ -179,9 +179,18 @@ def test_a_relay_claiming_to_be_the_destination_is_refused(net: Relayed) -> None
     assert exchange(net.port, b"x", 5) != b"x"
 
 
-def test_via_naming_this_gateway_is_a_loop(net: Relayed) -> None:
+def test_relay_loops_are_refused(net: Relayed) -> None:
+    # A via B via A, seen from A: its via names itself
     net.via("s", "d", ["s"])
     assert poll(lambda: "via names this gateway" in (net.status().get("error") or ""), 20)
+    # s via rbad, and rbad reaches d only via s: rbad refuses to relay a relayed path
+    net.fabric.client("d").replace("peers", "rbad", {"name": "rbad", "spec": {"dial": False}})
+    net.via("rbad", "d", ["s"])
+    net.via("s", "d", ["rbad"])
+    key = 'clusterlink_relay_streams_total{destination="d",result="loop",source="s"}'
+    assert poll(lambda: metrics(net.fabric.client("rbad")).get(key, 0) >= 1, 20)
+    assert poll(lambda: "loop" in (net.status().get("error") or ""), 20), net.status()
+    assert exchange(net.port, b"x", 5) != b"x"
 
 
 def test_failover_to_the_second_relay(net: Relayed) -> None:

@@ -192,6 +192,10 @@ class RelayService:
         if pool is None:
             self._refuse(req, source, dest, UNREACHABLE, f"{dest!r} is not a Peer here")
             return
+        if pool.relayed_only:  # A via B, and B reaches the destination only via relays
+            why = f"{dest!r} is reached only through relays from here"
+            self._refuse(req, source, dest, LOOP, why)
+            return
         self.active[source] = self.active.get(source, 0) + 1
         self.metrics.relay_active.labels(source).inc()
         started = time.monotonic()

@@ -118,6 +118,12 @@ class PeerPool:
         return list(self._links)
 
     @property
+    def relayed_only(self) -> bool:
+        """Reached only through relays from here: never dialed, no reverse link up, relays
+        named (a relay must not carry a stream to it: a relayed stream is never relayed)."""
+        return not self.dials and self.relayed is not None and self._direct_links() == 0
+
+    @property
     def relays(self) -> list[str]:
         """The relays carrying this pool's usable relayed links."""
         return [relay for link, relay in self._relayed.items() if link.usable]
