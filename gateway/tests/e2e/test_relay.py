@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,10 +198,28 @@ def test_failover_to_the_second_relay(net: Relayed) -> None:
     net.via("s", "d", ["r1", "r2"])
     net.via("d", "s", ["r1", "r2"])
     assert poll(lambda: exchange(net.port, b"a") == b"a", 30), net.status()
+    assert poll(lambda: net.status()["via"] == "r1", 20), net.status()
+    results: list[bool] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:  # new connections, one after the other, while r1 goes away
+        while not stop.is_set():
+            results.append(exchange(net.port, b"loop", 10) == b"loop")
+            time.sleep(0.02)
+
+    loop = threading.Thread(target=client_loop, daemon=True)
+    loop.start()
+    time.sleep(0.5)
     net.fabric["r1"].stop()
     t0 = time.monotonic()
     assert poll(lambda: exchange(net.port, b"b", 5) == b"b", 40), net.status()
-    print(f"\nfailover to r2: {time.monotonic() - t0:.2f} s")
+    took = time.monotonic() - t0
+    time.sleep(1.0)
+    stop.set()
+    loop.join(15)
+    failed = results.count(False)
+    print(f"\nfailover to r2: {took:.2f} s; client loop: {len(results)} requests, {failed} failed")
+    assert results[-5:] == [True] * 5, results[-20:]
     assert poll(lambda: net.status()["via"] == "r2", 20), net.status()
     # r1 logged one line per relayed stream (source, destination, result, bytes), no payload
     lines = [r["msg"] for r in relay_lines(net, "r1")]

@@ -266,7 +266,7 @@ class RelayDialer:
             raise ConnectionError(refusal)
         dp = self.peers.config.dataplane
         errors: list[str] = []
-        for relay in via:
+        for i, relay in enumerate(via):
             pool = self.peers.pools.get(relay)
             if pool is None:
                 errors.append(f"{relay}: not a Peer here")
@@ -276,7 +276,10 @@ class RelayDialer:
                 continue
             try:
                 resp, stream = await pool.open_stream(
-                    peer, {RELAY_HEADER: "1"}, timeout=dp.connect_timeout
+                    peer,
+                    {RELAY_HEADER: "1"},
+                    timeout=dp.connect_timeout,
+                    wait_redial=i == len(via) - 1,  # a relay in its redial backoff: the next
                 )
                 if stream is None:
                     body = resp.body[:200].decode(errors="replace")

@@ -224,11 +224,12 @@ class PeerPool:
         headers: dict[str, str],
         *,
         timeout: float = 3.0,  # noqa: ASYNC109 - as in open_connect
+        wait_redial: bool = True,
     ) -> tuple[Response, Stream | None]:
         """A CONNECT to ``authority`` on a direct or reverse link, never a relayed one (a
         relayed stream is never relayed again); otherwise as ``open_connect``."""
         return await self._on_some_link(
-            lambda link: link.open_connect(authority, headers), timeout, True, plain=True
+            lambda link: link.open_connect(authority, headers), timeout, wait_redial, plain=True
         )
 
     async def ping(self) -> float:
