@@ -220,6 +220,9 @@ def test_failover_to_the_second_relay(net: Relayed) -> None:
     failed = results.count(False)
     print(f"\nfailover to r2: {took:.2f} s; client loop: {len(results)} requests, {failed} failed")
     assert results[-5:] == [True] * 5, results[-20:]
+    # new connections move to r2 at once; only one carrying data at the very moment r1 went
+    # away can break (0 of ~60 on loopback, in every run so far)
+    assert failed <= 2, results
     assert poll(lambda: net.status()["via"] == "r2", 20), net.status()
     # r1 logged one line per relayed stream (source, destination, result, bytes), no payload
     lines = [r["msg"] for r in relay_lines(net, "r1")]
