@@ -3,7 +3,12 @@ control end to end, half-close preserved, a reset on either end resets the other
 
 from __future__ import annotations
 
-from clusterlink_gateway.peering.splice import DOWN, UP, Action, SpliceCore
+from typing import Any
+
+import pytest
+
+from clusterlink_gateway.peering.splice import DOWN, UP, Action, SpliceCore, StreamSplice
+from clusterlink_gateway.peering.stream import StreamError
 
 
 def test_bytes_go_to_the_other_end_and_are_counted() -> None:
@@ -48,3 +53,58 @@ def test_an_end_closing_without_its_end_stream_counts_as_a_reset() -> None:
     core = SpliceCore()
     assert core.stream_closed(DOWN, error=False) == [Action("reset", UP)]
     assert core.failed
+
+
+class FakeStream:
+    """Records what the splice does to a stream; ``protocol`` is the splice's end."""
+
+    def __init__(self) -> None:
+        self.protocol: Any = None
+        self.written: list[bytes] = []
+        self.calls: list[str] = []
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def write_eof(self) -> None:
+        self.calls.append("eof")
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def reset(self, code: int = 8) -> None:
+        self.calls.append("reset")
+
+
+@pytest.mark.asyncio
+async def test_stream_splice_applies_the_core_to_two_streams() -> None:
+    up, down = FakeStream(), FakeStream()
+    recorded: list[bytes] = []
+    counted: list[tuple[int, int]] = []
+    splice = StreamSplice(
+        up,  # type: ignore[arg-type]
+        down,  # type: ignore[arg-type]
+        record=recorded.append,
+        count=lambda side, n: counted.append((side, n)),
+    )
+    up.protocol.stream_data_received(b"ciphertext")
+    assert down.written == [b"ciphertext"] and recorded == [b"ciphertext"]
+    assert counted == [(UP, 10)]
+    down.protocol.stream_pause_writing()  # the destination's window is used up
+    assert up.calls == ["pause"]
+    down.protocol.stream_resume_writing()
+    assert up.calls == ["pause", "resume"]
+    up.protocol.stream_eof_received()
+    assert down.calls == ["eof"]
+    down.protocol.stream_data_received(b"answer")
+    assert up.written == [b"answer"] and counted[-1] == (DOWN, 6)
+    down.protocol.stream_closed(StreamError("reset", 8))
+    assert up.calls[-1] == "reset" and not splice.done.done()
+    up.protocol.stream_closed(StreamError("reset", 8))
+    assert splice.done.done() and splice.core.failed

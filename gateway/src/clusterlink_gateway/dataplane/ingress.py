@@ -22,7 +22,7 @@ from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
 from ..peering.admission import OPEN, UNKNOWN_PEER, Admission
 from ..peering.relayrule import RELAY_ACCEPT
-from ..peering.tunnel import TunnelPort
+from ..peering.tunnel import TunnelPort, relay_of
 from ..policy.attributes import (
     asserted_client_ip,
     destination_attributes,
@@ -105,6 +105,9 @@ class IngressHandler:
         it, the peer at the other end is whoever the handshake inside proves."""
         if self.tunnels is None:
             self._refuse(req, 404, "not-found", "relayed links are not accepted here")
+            return
+        if relay_of(req.link._transport) is not None:  # a tunnel inside a tunnel: a loop
+            self._refuse(req, 400, "bad-request", "a relayed link inside a relayed link")
             return
         self.tunnels.accept(req.accept(), relay=req.peer)
 

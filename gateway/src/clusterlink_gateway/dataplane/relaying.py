@@ -192,6 +192,10 @@ class RelayService:
         if pool is None:
             self._refuse(req, source, dest, UNREACHABLE, f"{dest!r} is not a Peer here")
             return
+        if pool.relayed_only:  # A via B, and B reaches the destination only via relays
+            why = f"{dest!r} is reached only through relays from here"
+            self._refuse(req, source, dest, LOOP, why)
+            return
         self.active[source] = self.active.get(source, 0) + 1
         self.metrics.relay_active.labels(source).inc()
         started = time.monotonic()
@@ -262,7 +266,7 @@ class RelayDialer:
             raise ConnectionError(refusal)
         dp = self.peers.config.dataplane
         errors: list[str] = []
-        for relay in via:
+        for i, relay in enumerate(via):
             pool = self.peers.pools.get(relay)
             if pool is None:
                 errors.append(f"{relay}: not a Peer here")
@@ -272,7 +276,10 @@ class RelayDialer:
                 continue
             try:
                 resp, stream = await pool.open_stream(
-                    peer, {RELAY_HEADER: "1"}, timeout=dp.connect_timeout
+                    peer,
+                    {RELAY_HEADER: "1"},
+                    timeout=dp.connect_timeout,
+                    wait_redial=i == len(via) - 1,  # a relay in its redial backoff: the next
                 )
                 if stream is None:
                     body = resp.body[:200].decode(errors="replace")

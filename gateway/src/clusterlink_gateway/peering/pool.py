@@ -118,6 +118,12 @@ class PeerPool:
         return list(self._links)
 
     @property
+    def relayed_only(self) -> bool:
+        """Reached only through relays from here: never dialed, no reverse link up, relays
+        named (a relay must not carry a stream to it: a relayed stream is never relayed)."""
+        return not self.dials and self.relayed is not None and self._direct_links() == 0
+
+    @property
     def relays(self) -> list[str]:
         """The relays carrying this pool's usable relayed links."""
         return [relay for link, relay in self._relayed.items() if link.usable]
@@ -218,11 +224,12 @@ class PeerPool:
         headers: dict[str, str],
         *,
         timeout: float = 3.0,  # noqa: ASYNC109 - as in open_connect
+        wait_redial: bool = True,
     ) -> tuple[Response, Stream | None]:
         """A CONNECT to ``authority`` on a direct or reverse link, never a relayed one (a
         relayed stream is never relayed again); otherwise as ``open_connect``."""
         return await self._on_some_link(
-            lambda link: link.open_connect(authority, headers), timeout, True, plain=True
+            lambda link: link.open_connect(authority, headers), timeout, wait_redial, plain=True
         )
 
     async def ping(self) -> float:
