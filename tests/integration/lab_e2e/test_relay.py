@@ -163,6 +163,10 @@ def test_service_on_one_outbound_only_site_used_from_the_other(relayed):
         assert status["reachable"] is True and status["via"] in HUBS.values(), status
         assert status.get("rtt_ms") is not None, status
         print(f"\nrelay: {own} -> {other}: via {status['via']}, rtt {status['rtt_ms']} ms")
+    # status.yml's fabric table: HOST SITE READY PEER REACHABLE RTT VIA ...
+    recap, out = fab.playbook("status", "-e", "clusterlink_status_strict=true")
+    assert no_failures(recap), recap
+    assert re.search(r'"c\s+s2\s+yes\s+s1\s+yes\s+\S+\s+hub2?\s', out), out[-3000:]
     # The spokes reach the hubs directly; the hubs hold them with reverse links, no via.
     assert fab.peers(SPOKE_2)["hub"]["status"]["via"] == "direct"
     assert fab.peers(SPOKE_2)["hub2"]["status"]["via"] == "direct"
