@@ -134,7 +134,9 @@ class RelayService:
         return attrs
 
     def _refuse(self, req: IncomingStream, source: str, dest: str, result: str, why: str) -> None:
-        self.metrics.relay_streams.labels(source, dest, result).inc()
+        # a name that is no Peer here is counted as "-": callers cannot grow the label set
+        known = dest in self.peers.pools or dest == self.local
+        self.metrics.relay_streams.labels(source, dest if known else "-", result).inc()
         log.warning(
             f"relay source={source} destination={dest} result={result}",
             extra={"source": source, "destination": dest, "result": result, "reason": why},
