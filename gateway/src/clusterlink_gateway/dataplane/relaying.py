@@ -64,8 +64,8 @@ def relay_rule(config: Relay) -> RelayRule:
             RelayPolicy(
                 p.name,
                 p.action == "allow",
-                tuple(s.workloadSelector for s in p.from_),
-                tuple(s.workloadSelector for s in p.to),
+                tuple(p.from_),
+                tuple(p.to),
             )
             for p in config.policies
         ),
