@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .model.common import HOSTNAME_PATTERN, IPAddress, Labels, Name, Port, Strict
 from .model.errors import format_validation_error
+from .model.selector import LabelSelector
 from .peering.gate import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE
 
 if TYPE_CHECKING:
@@ -277,6 +278,40 @@ class Logging(Strict):
         return "off" if value is False else value
 
 
+class RelayPolicy(Strict):
+    """Which (source, destination) peer pairs this site relays; a deny beats an allow.
+    ``from``/``to``: the access-policy selector grammar (``{matchLabels, matchExpressions}``)
+    over PEER attributes (``peer.clusterlink.net/name``, ``peer.clusterlink.net/labels.<key>``);
+    ``{}`` is any peer."""
+
+    name: Name
+    action: Literal["allow", "deny"]
+    from_: list[LabelSelector] = Field(alias="from", min_length=1, max_length=64)
+    to: list[LabelSelector] = Field(min_length=1, max_length=64)
+
+
+class Relay(Strict):
+    """This site as a relay for other sites' peer links (it splices ciphertext only)."""
+
+    enabled: bool = Field(default=False, description="false: this site never splices")
+    max_streams_per_source: int = Field(
+        default=64, ge=1, le=65536, description="concurrent relayed streams per source peer"
+    )
+    policies: list[RelayPolicy] = Field(
+        default_factory=list, max_length=256, description="deny by default; deny beats allow"
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_names(cls, policies: list[RelayPolicy]) -> list[RelayPolicy]:
+        seen: set[str] = set()
+        for policy in policies:
+            if policy.name in seen:
+                raise ValueError(f"duplicate relay policy name {policy.name!r}")
+            seen.add(policy.name)
+        return policies
+
+
 class Config(Strict):
     peer_name: Name
     labels: Labels = Field(default_factory=dict)
@@ -291,6 +326,7 @@ class Config(Strict):
     log: Logging = Field(default_factory=Logging)
     workers: int = Field(default=1, ge=1, le=64)
     metrics: MetricsListener | None = None
+    relay: Relay = Field(default_factory=Relay)
 
 
 def _metrics_port_problem(config: Config) -> str | None:
@@ -460,6 +496,10 @@ RELOAD: dict[str, Literal["live", "restart"]] = {
     "metrics.tls.cert": "restart",
     "metrics.tls.key": "restart",
     "metrics.tls.client_ca": "restart",
+    "relay": "restart",  # the relay service is built at start
+    "relay.enabled": "restart",
+    "relay.max_streams_per_source": "restart",
+    "relay.policies": "restart",
 }
 
 

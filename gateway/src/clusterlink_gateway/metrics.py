@@ -141,6 +141,24 @@ class Metrics:
         )
         self._egress_active = self.active.labels("egress")
         self._ingress_active = self.active.labels("ingress")
+        self.relay_streams = counter(
+            "relay_streams",
+            "Streams this gateway was asked to relay, by source and destination peer and result "
+            "(ok, denied, disabled, over-limit, unreachable, loop)",
+            ["source", "destination", "result"],
+        )
+        self.relay_bytes = counter(
+            "relay_bytes",
+            "Bytes this gateway relayed (ciphertext), by source and destination peer and "
+            "direction (up: source to destination, down: back)",
+            ["source", "destination", "direction"],
+        )
+        self.relay_active = Gauge(
+            "clusterlink_relay_streams_active",
+            "Relayed streams open now, by source peer",
+            ["source"],
+            registry=r,
+        )
 
     def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
         """Register gauges computed at scrape time."""

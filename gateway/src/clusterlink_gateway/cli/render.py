@@ -31,9 +31,11 @@ def _selector(sel: dict[str, Any]) -> str:
 
 
 def _gateways(peer: dict[str, Any]) -> str:
+    via = ", ".join(peer["spec"].get("via") or [])
     if peer["spec"].get("dial") is False:
-        return "- (outbound-only: it dials us)"
-    return _join([f"{g['host']}:{g['port']}" for g in peer["spec"]["gateways"]])
+        return f"- (relayed via {via})" if via else "- (outbound-only: it dials us)"
+    endpoints = _join([f"{g['host']}:{g['port']}" for g in peer["spec"]["gateways"]])
+    return f"{endpoints} (relays: {via})" if via else endpoints
 
 
 def _links(peer: dict[str, Any]) -> str:
@@ -44,6 +46,8 @@ def _links(peer: dict[str, Any]) -> str:
         return "-"
     if status.get("via") == "reverse":
         return f"{links} reverse"
+    if status.get("via") not in (None, "direct"):
+        return f"{links} via {status['via']}"  # relayed
     lent = status.get("reverse_links") or 0
     return f"{links} +{lent} reverse" if lent else str(links)
 

@@ -21,6 +21,8 @@ from ..metrics import Metrics
 from ..model.objects import KINDS, Export, Peer
 from ..peering import IncomingStream, TcpRelay
 from ..peering.admission import OPEN, UNKNOWN_PEER, Admission
+from ..peering.relayrule import RELAY_ACCEPT
+from ..peering.tunnel import TunnelPort, relay_of
 from ..policy.attributes import (
     asserted_client_ip,
     destination_attributes,
@@ -32,6 +34,7 @@ from ..registry import Registry
 from .attempt import DEFAULT_DENY_LABEL, ConnectionAttempt
 from .explain import Explainer
 from .refusals import RecentRefusals
+from .relaying import RelayService
 from .request import RequestError, parse_connect, parse_explain, shorten
 
 log = logging.getLogger("clusterlink.ingress")
@@ -69,9 +72,15 @@ class IngressHandler:
         self.engine = engine
         self.local = local
         self.dial_timeout = dial_timeout
+        self.relay: RelayService | None = None  # relay requests (plane sets it)
+        self.tunnels: TunnelPort | None = None  # relayed links to this gateway
 
     async def __call__(self, req: IncomingStream) -> None:
-        if req.method == "CONNECT":
+        if self.relay is not None and self.relay.wants(req):
+            await self.relay.handle(req)  # a relay request (this gateway as the relay)
+        elif req.method == "CONNECT" and req.authority == RELAY_ACCEPT:
+            self._relayed(req)  # a relayed link from a peer through the caller (a relay)
+        elif req.method == "CONNECT":
             await self._connect(req)
         elif req.method == "GET" and req.path == "/healthz":
             body = {"name": self.local["peer_name"], "labels": self.local["labels"]}
@@ -90,6 +99,17 @@ class IngressHandler:
         else:
             method, path = shorten(req.method), shorten(req.path or "")
             self._refuse(req, 404, "not-found", f"no such endpoint: {method} {path}")
+
+    def _relayed(self, req: IncomingStream) -> None:
+        """The peer port's own TLS acceptance on the stream: the relay (the caller) carries
+        it, the peer at the other end is whoever the handshake inside proves."""
+        if self.tunnels is None:
+            self._refuse(req, 404, "not-found", "relayed links are not accepted here")
+            return
+        if relay_of(req.link._transport) is not None:  # a tunnel inside a tunnel: a loop
+            self._refuse(req, 400, "bad-request", "a relayed link inside a relayed link")
+            return
+        self.tunnels.accept(req.accept(), relay=req.peer)
 
     def _explain(self, req: IncomingStream, explainer: Explainer) -> None:
         """How we would decide for the caller (its identity: the certificate's) on one export."""

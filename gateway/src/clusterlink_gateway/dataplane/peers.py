@@ -21,6 +21,7 @@ from ..peering.reverse import reverse_refusal
 from ..peering.serving import Handler, ServerLink
 from ..registry import Entry
 from .heartbeat import PeerMonitor
+from .relaying import RelayDialer
 from .trustmap import trust_status
 
 log = logging.getLogger("clusterlink.peers")
@@ -45,6 +46,7 @@ class PeerManager:
         self.lending: dict[str, ReverseLinks] = {}
         self.configured_labels: dict[str, dict[str, str]] = {}
         self.endpoints: dict[str, list[tuple[str, int]]] = {}
+        self.relay_dialer = RelayDialer(config.peer_name, self)
 
     async def apply(self, name: str, new: Entry | None) -> None:
         """Create, update or remove the pool and monitor of peer ``name``."""
@@ -84,6 +86,7 @@ class PeerManager:
                 dial=new.obj.spec.dial,
             )
             self.pools[name] = pool
+            self._set_via(pool, name, new.obj.spec.via)
             monitor = PeerMonitor(name, pool, self.config.heartbeat)
             monitor.on_reverse = lambda count, name=name: self._lend(name, count)
             self.monitors[name] = monitor
@@ -91,9 +94,17 @@ class PeerManager:
         else:
             pool.set_endpoints(endpoints)
             pool.set_dial(new.obj.spec.dial)
+            self._set_via(pool, name, new.obj.spec.via)
             lending = self.lending.get(name)
             if lending is not None:
                 lending.set_endpoints(endpoints)
+
+    def _set_via(self, pool: PeerPool, name: str, via: list[str]) -> None:
+        """Relayed links through ``via`` when no direct or reverse link is up."""
+        pool.relayed = self.relay_dialer.for_peer(name, list(via)) if via else None
+        for link, relay in list(pool._relayed.items()):
+            if relay not in via:  # a relay no longer named: its links drain
+                link.drain()
 
     # -- reverse links ---------------------------------------------------------------------------
 
@@ -170,7 +181,7 @@ class PeerManager:
             "rtt_ms": health.rtt_ms,
             "error": health.error,
             "links": sum(1 for link in monitor.pool.links if link.usable),
-            "via": "direct" if monitor.pool.dials else "reverse",
+            "via": _via(monitor.pool),
             "reverse_links": len(lending.links) if lending is not None else 0,
             "trust": trust,
         }
@@ -188,3 +199,12 @@ class PeerManager:
             await self.lending.pop(name).close()
         for name in list(self.pools):
             await self.apply(name, None)
+
+
+def _via(pool: PeerPool) -> str:
+    """How the peer is reached now: direct, reverse, or the relay of a relayed link (when no
+    direct or reverse link is up)."""
+    relays = pool.relays
+    if relays and len(relays) == sum(1 for link in pool.links if link.usable):
+        return relays[0]
+    return "direct" if pool.dials else "reverse"

@@ -20,6 +20,7 @@ from ..peering.admission import Admission
 from ..peering.gate import HandshakeGate
 from ..peering.grantwire import ELSEWHERE, GrantSession
 from ..peering.tls import AdminTLS, CertificateFacts, TLSChange, TLSSettings
+from ..peering.tunnel import TunnelPort
 from ..policy.engine import PolicyEngine
 from ..registry import Entry, Registry
 from ..store.sqlite import Store
@@ -31,6 +32,7 @@ from .imports import ImportManager
 from .ingress import IngressHandler
 from .peers import PeerManager
 from .refusals import RecentRefusals
+from .relaying import RelayService
 from .trustmap import peer_bundles
 
 log = logging.getLogger("clusterlink.dataplane")
@@ -100,6 +102,11 @@ class DataPlane:
             refusals=self.refusals,
         )
         self.peers.handler = self.ingress
+        self.tunnels = TunnelPort()
+        self.ingress.tunnels = self.tunnels
+        self.ingress.relay = RelayService(
+            config.relay, config.peer_name, self.peers, self.metrics, self.peers.labels
+        )
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task[None] | None = None
         self._gate = HandshakeGate(
@@ -258,6 +265,7 @@ class DataPlane:
             reverse=self.peers,
             start_serving=False,
             grants=lambda: GrantSession(self._serve_grant, timeout=listen.handshake_timeout),
+            tunnels=self.tunnels,
         )
         self._watch = asyncio.get_running_loop().create_task(self.tls.watch(), name="tls-watch")
         self.imports.start()
@@ -379,6 +387,8 @@ class DataPlane:
             self._server.close()
         await self.imports.stop_accepting()
         self.peers.stop_lending()
+        if self.ingress.relay is not None:
+            self.ingress.relay.close()  # relayed streams: the ends go through another relay
         for link in list(self._links):  # tell peers to stop opening streams here
             link.goaway()
         await self._drain(drain_timeout)

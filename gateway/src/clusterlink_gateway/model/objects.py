@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from .common import Host, IPAddress, Labels, Name, Port, PortOrZero, Strict
 from .selector import PolicySpec
@@ -26,6 +26,7 @@ class Gateway(Strict):
 
 
 CLIENT_ATTRIBUTES = ("honor", "ignore")
+MAX_VIA = 8  # relays one Peer may name
 
 
 class PeerTrust(Strict):
@@ -88,6 +89,23 @@ class PeerSpec(Strict):
         ),
     )
 
+    via: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_VIA,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "relays (Peer names) through which this peer is reached when it has no direct or "
+            "reverse link; the relays see only ciphertext (the two ends run their own mTLS)"
+        ),
+    )
+
+    @field_validator("via")
+    @classmethod
+    def _distinct_relays(cls, via: list[str]) -> list[str]:
+        if len(set(via)) != len(via):
+            raise ValueError("a relay is named twice")
+        return via
+
     @field_validator("gateways")
     @classmethod
     def _endpoints_to_dial(cls, gateways: list[Gateway], info: ValidationInfo) -> list[Gateway]:
@@ -129,10 +147,11 @@ class PeerStatus(Strict):
     links: int = Field(
         default=0, description="usable links to the peer (with via: reverse, the links it opened)"
     )
-    via: Literal["direct", "reverse"] = Field(
+    via: str = Field(
         default="direct",
         description="direct: this gateway dials the peer; reverse: the peer (dial: false) "
-        "dials this gateway and is reached over its reverse links",
+        "dials this gateway and is reached over its reverse links; otherwise the name of the "
+        "relay (spec.via) whose relayed link carries it now",
     )
     reverse_links: int = Field(
         default=0, description="reverse links this gateway keeps open to the peer, at its request"
@@ -175,6 +194,12 @@ class Peer(_Envelope):
     kind: Literal["Peer"] | None = Field(default=None, description="optional")
     spec: PeerSpec
     status: dict[str, Any] | None = Field(default=None, description="read-only; ignored")
+
+    @model_validator(mode="after")
+    def _not_its_own_relay(self) -> Peer:
+        if self.name in self.spec.via:
+            raise ValueError(f"spec.via: peer {self.name!r} cannot be its own relay")
+        return self
 
 
 class Export(_Envelope):
@@ -234,4 +259,6 @@ def object_document(kind: Kind, obj: _Envelope) -> dict[str, Any]:
         del spec["client_attributes"]  # unset means the default: stored as before it existed
     if isinstance(obj, Peer) and spec.get("trust") is None:
         spec.pop("trust", None)  # no own anchors: the fabric CA, stored as before
+    if isinstance(obj, Peer) and not spec.get("via"):
+        spec.pop("via", None)  # no relays: stored as before
     return {"name": obj.name, "labels": dict(obj.labels), "spec": spec}

@@ -27,6 +27,7 @@ from .reverse import ReverseHost, RoleSwitch
 from .serving import Handler, ServerLink
 from .session import KEEPALIVE, Session
 from .tls import REVERSE_ALPN, TLSContexts, TLSError, peer_identity
+from .tunnel import TunnelPort
 
 _S = TypeVar("_S", bound=Session)
 
@@ -71,6 +72,7 @@ async def start_peer_server(
     reverse: ReverseHost | None = None,
     start_serving: bool = True,
     grants: Callable[[], asyncio.Protocol] | None = None,
+    tunnels: TunnelPort | None = None,
 ) -> asyncio.Server:
     """Listen for peer links (mTLS, ALPN h2) and run ``handler`` for every incoming stream.
 
@@ -84,7 +86,8 @@ async def start_peer_server(
     unauthenticated at once; further ones are reset at accept (reason ``overload``). Pass
     ``gate`` to read its counts (it then holds the caps). ``reverse`` accepts reverse links
     (without it, every reverse link is refused, reason ``reverse-unexpected``). With
-    ``start_serving`` false, connections queue until ``Server.start_serving()``.
+    ``start_serving`` false, connections queue until ``Server.start_serving()``. ``tunnels``
+    gets the same acceptance for relayed streams (``tunnel.TunnelPort``).
     """
     lim = replace(
         limits or Limits(),
@@ -104,6 +107,10 @@ async def start_peer_server(
             handler, lim, idle_timeout=idle_timeout, keepalive=keepalive, registry=links
         )
 
+    if tunnels is not None:  # relayed: the same acceptance, no grant redemptions
+        tunnels.protocol = lambda: acceptor.protocol(
+            lambda: RoleSwitch(make_link, admit, reverse, None)
+        )
     return await loop.create_server(
         lambda: acceptor.protocol(lambda: RoleSwitch(make_link, admit, reverse, grants)),
         None if sock else host,

@@ -38,6 +38,7 @@ from .tls import TLSContexts
 log = logging.getLogger("clusterlink.peering")
 
 T = TypeVar("T")
+RelayDial = Callable[[Callable[[], ClientLink]], Awaitable[tuple[ClientLink, str]]]
 
 MAX_BACKOFF = 8.0  # below the 10 s heartbeat interval of an unreachable peer
 MIN_LINK_LIFE = 1.0  # a link lost sooner than this without an answer counts as a failed dial
@@ -100,6 +101,11 @@ class PeerPool:
         self._closed = False
         self._turn = 0
         self._dialing = ""
+        # relayed links (spec.via): ``relayed(make_session)`` opens one through a relay and
+        # returns it with the relay's name; used when no direct or reverse link is up
+        self.relayed: RelayDial | None = None
+        self._relayed: dict[ClientLink, str] = {}
+        self._relay_attempt: asyncio.Task[ClientLink] | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -112,6 +118,17 @@ class PeerPool:
         return list(self._links)
 
     @property
+    def relayed_only(self) -> bool:
+        """Reached only through relays from here: never dialed, no reverse link up, relays
+        named (a relay must not carry a stream to it: a relayed stream is never relayed)."""
+        return not self.dials and self.relayed is not None and self._direct_links() == 0
+
+    @property
+    def relays(self) -> list[str]:
+        """The relays carrying this pool's usable relayed links."""
+        return [relay for link, relay in self._relayed.items() if link.usable]
+
+    @property
     def reverse_links(self) -> int:
         """Reverse links the peer holds open to us (usable or not yet closed)."""
         return len(self._adopted)
@@ -122,7 +139,7 @@ class PeerPool:
             return
         self.dials = dial
         for link in self._links:
-            if (link in self._adopted) == dial:
+            if link not in self._relayed and (link in self._adopted) == dial:
                 link.drain()
         if dial:
             self._maintain()
@@ -158,6 +175,8 @@ class PeerPool:
         ]
         current = {ep.address for ep in self._endpoints}
         for link in self._links:
+            if link in self._relayed:
+                continue
             if link not in self._adopted and link.endpoint not in current:
                 link.drain()
         if self._links:
@@ -199,6 +218,20 @@ class PeerPool:
             lambda link: link.open_connect(authority, headers), timeout, wait_redial
         )
 
+    async def open_stream(
+        self,
+        authority: str,
+        headers: dict[str, str],
+        *,
+        timeout: float = 3.0,  # noqa: ASYNC109 - as in open_connect
+        wait_redial: bool = True,
+    ) -> tuple[Response, Stream | None]:
+        """A CONNECT to ``authority`` on a direct or reverse link, never a relayed one (a
+        relayed stream is never relayed again); otherwise as ``open_connect``."""
+        return await self._on_some_link(
+            lambda link: link.open_connect(authority, headers), timeout, wait_redial, plain=True
+        )
+
     async def ping(self) -> float:
         """An HTTP/2 PING on a usable link (never dials): its round trip in seconds; the
         caller bounds the wait. ConnectionError when no link is up or it is lost meanwhile."""
@@ -224,7 +257,7 @@ class PeerPool:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._maintainer, self._attempt):
+        for task in (self._maintainer, self._attempt, self._relay_attempt):
             if task is not None:
                 task.cancel()
         links, self._links = self._links, []
@@ -240,7 +273,12 @@ class PeerPool:
     # -- internals -----------------------------------------------------------------------------
 
     async def _on_some_link(
-        self, op: Callable[[ClientLink], Awaitable[T]], answer_within: float, wait_redial: bool
+        self,
+        op: Callable[[ClientLink], Awaitable[T]],
+        answer_within: float,
+        wait_redial: bool,
+        *,
+        plain: bool = False,
     ) -> T:
         """Run ``op`` on a link, on another one when the peer did not process it (GOAWAY of a
         peer shutting down, link lost). Getting links takes at most ``connect_timeout`` in all
@@ -250,7 +288,7 @@ class PeerPool:
         link_by = loop.time() + self.connect_timeout
         last: Exception | None = None
         for _ in range(MAX_ATTEMPTS):
-            link = await self._get_link(link_by, wait_redial)
+            link = await self._get_link(link_by, wait_redial, plain=plain)
             try:
                 async with asyncio.timeout(answer_within):
                     result = await op(link)
@@ -267,7 +305,9 @@ class PeerPool:
             return result
         raise ConnectionError(f"peer {self.peer_name}: no link could carry the request: {last}")
 
-    async def _get_link(self, deadline: float, wait_redial: bool = True) -> ClientLink:
+    async def _get_link(
+        self, deadline: float, wait_redial: bool = True, *, plain: bool = False
+    ) -> ClientLink:
         """A usable link by ``deadline`` (loop time): an existing one, the dial in flight, or
         a dial on demand (in its backoff: the next one if ``wait_redial`` and it starts before
         ``deadline``); TimeoutError or ConnectionError (with the reason) otherwise."""
@@ -275,7 +315,14 @@ class PeerPool:
         while True:
             if self._closed:
                 raise ConnectionError(f"peer {self.peer_name}: pool is closed")
-            usable = [link for link in self._links if link.usable]
+            usable = [
+                link
+                for link in self._links
+                if link.usable and not (plain and link in self._relayed)
+            ]
+            direct = [link for link in usable if link not in self._relayed]
+            if direct:  # a direct (or reverse) path is preferred to a relayed one
+                usable = direct
             if usable:
                 if len(usable) < self.target_links and all(
                     link.active_streams for link in usable
@@ -287,6 +334,9 @@ class PeerPool:
                 start = self._turn % len(usable)
                 return min(usable[start:] + usable[:start], key=lambda link: link.active_streams)
             now = loop.time()
+            if not plain and self.relayed is not None and (not self.dials or self._all_failing()):
+                await self._relay_link(deadline)
+                continue
             if not self.dials:  # its reverse links are the only way: wait for one
                 if not wait_redial or now >= deadline:
                     raise ConnectionError(
@@ -311,6 +361,47 @@ class PeerPool:
                 )
             else:  # JOIN without a task cannot happen; do not spin if it does
                 await asyncio.sleep(0.01)
+
+    def _direct_links(self) -> int:
+        """Usable links that are not relayed (a relayed link does not stop direct dials)."""
+        return sum(1 for link in self._links if link.usable and link not in self._relayed)
+
+    def _all_failing(self) -> bool:
+        """Every endpoint failed its last dial (or there is none): try the relays."""
+        return all(ep.failures > 0 for ep in self._endpoints)
+
+    async def _relay_link(self, deadline: float) -> None:
+        """Join or start a relayed dial; its error if it fails before ``deadline``."""
+        task = self._relay_attempt
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._dial_relayed())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._relay_attempt = task
+        remaining = deadline - asyncio.get_running_loop().time()
+        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0))
+        if not done:
+            raise TimeoutError(f"peer {self.peer_name}: no relayed link within the deadline")
+        task.result()  # its error, if any
+
+    async def _dial_relayed(self) -> ClientLink:
+        assert self.relayed is not None
+        link, relay = await self.relayed(
+            lambda: ClientLink(
+                self.peer_name, self._limits, keepalive=self._keepalive, on_lost=self._on_lost
+            )
+        )
+        if self._closed:
+            link.close()
+            raise ConnectionError(f"peer {self.peer_name}: pool is closed")
+        self._relayed[link] = relay
+        self._links.append(link)
+        log.info("relayed link to peer", extra={"peer": self.peer_name, "relay": relay})
+        self._maintain()  # a direct path, where one exists, is still dialed (with backoff)
+        self._new_link.set()
+        self._new_link = asyncio.Event()
+        if self.on_link_up is not None:
+            self.on_link_up()
+        return link
 
     async def _join(self, attempt: asyncio.Task[ClientLink], deadline: float) -> None:
         """Wait for the dial in flight until ``deadline``, or to its end if it reached a
@@ -424,6 +515,8 @@ class PeerPool:
                     },
                 )
             ep.failures, ep.next_try, ep.last_error = 0, 0.0, ""
+            for relayed in list(self._relayed):  # the direct path is back: relays step aside
+                relayed.drain()
             self._new_link.set()
             self._new_link = asyncio.Event()
             if self.on_link_up is not None:
@@ -471,15 +564,13 @@ class PeerPool:
             return
         if self._maintainer is not None and not self._maintainer.done():
             return
-        if sum(1 for link in self._links if link.usable) >= self.wanted_links:
+        if self._direct_links() >= self.wanted_links:
             return
         self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop())
 
     async def _maintain_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while (
-            not self._closed and sum(1 for link in self._links if link.usable) < self.wanted_links
-        ):
+        while not self._closed and self._direct_links() < self.wanted_links:
             if self._attempt is None or self._attempt.done():
                 if not self._eligible():
                     wake = min((ep.next_try for ep in self._endpoints), default=loop.time() + 1.0)
@@ -493,6 +584,11 @@ class PeerPool:
     def _on_lost(self, link: ClientLink) -> None:
         if link in self._links:
             self._links.remove(link)
+        relay = self._relayed.pop(link, None)
+        if relay is not None:
+            if not self._closed and not link.draining:
+                log.info("relayed link lost", extra={"peer": self.peer_name, "relay": relay})
+            return
         if link in self._adopted:
             self._adopted.discard(link)
             self._born.pop(link, None)
