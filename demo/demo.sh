@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: two sites on this machine, connected by ClusterLink, deployed with Ansible.
+# make demo: sites on this machine, connected by ClusterLink, deployed with Ansible.
 # Run from the repository root as root (the Makefile has already run: deps venv collection-path).
 set -euo pipefail
 
@@ -8,7 +8,7 @@ cd "$REPO"
 LAB=demo
 LABCMD=(python3 -m tests.lab)
 STATE=${CLUSTERLINK_LAB_STATE:-/var/lib/clusterlink-lab}
-INV="$STATE/$LAB/inventory.yml"
+INV="$STATE/$LAB/ours.yml"  # written in step 2: the lab's hosts but c
 GWCTL=gwctl  # linked onto the PATH by the gateway role
 export ANSIBLE_COLLECTIONS_PATH="$REPO/.venv/collections"
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_PIPELINING=1
@@ -32,26 +32,37 @@ if [ -n "$other" ]; then
   exit 1
 fi
 
-step "1/11 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
+step "1/12 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
 show "python3 -m tests.lab image"
 "${LABCMD[@]}" image
 
-step "2/11 Two hosts, a (198.18.0.10) and b (198.18.0.11): one site each"
-show "python3 -m tests.lab create --name $LAB --hosts a,b"
-"${LABCMD[@]}" create --name "$LAB" --hosts a,b >/dev/null
+step "2/12 Three hosts, a (198.18.0.10), b (198.18.0.11) and c (198.18.0.12): a and b are our fabric; c belongs to another team (step 12)"
+show "python3 -m tests.lab create --name $LAB --hosts a,b,c"
+"${LABCMD[@]}" create --name "$LAB" --hosts a,b,c >/dev/null
 "${LABCMD[@]}" status --name "$LAB"
+# Our inventory names a and b only: c is the other team's host, in their inventory (step 12).
+python3 - "$STATE/$LAB/inventory.yml" "$INV" <<'PY'
+import sys
+import yaml
+src, dst = sys.argv[1:]
+inv = yaml.safe_load(open(src))
+inv["all"]["children"]["clusterlink_gateways"]["hosts"].pop("c")
+with open(dst, "w") as f:
+    f.write("# make demo: the lab's inventory without c (another team's host)\n")
+    yaml.safe_dump(inv, f, sort_keys=False)
+PY
 
-step "3/11 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
+step "3/12 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
 show "ansible-playbook -i $INV -i inventories/lab playbooks/site.yml"
 "${PLAY[@]}" playbooks/site.yml
 
-step "4/11 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
+step "4/12 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
 show "ansible-playbook ... demo/web.yml   (systemd-run --unit=demo-web python3 -m http.server 8080 --bind 127.0.0.1)"
 "${PLAY[@]}" demo/web.yml
 
 curl_a() { "${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
 
-step "5/11 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
+step "5/12 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
 show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8080/"
 ok=""
 for _ in $(seq 60); do
@@ -61,21 +72,21 @@ done
 echo "    a got: ${out:-}"
 [ -n "$ok" ] || { echo "FAILED: site a did not reach site b" >&2; exit 1; }
 
-step "6/11 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
+step "6/12 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=present"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=present
 set +e; out=$(curl_a); rc=$?; set -e
 echo "    a got (curl exit $rc): $out"
 if [ "$rc" = 0 ]; then echo "FAILED: the deny policy did not stop the connection" >&2; exit 1; fi
 
-step "7/11 Allow again: remove the deny policy with Ansible"
+step "7/12 Allow again: remove the deny policy with Ansible"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=absent"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=absent
 out=$(curl_a) || true
 echo "    a got: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: access not restored" >&2; exit 1; }
 
-step "8/11 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
+step "8/12 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
 EMPTY_PKI=$(mktemp -d)
 show "ansible-playbook ... playbooks/site.yml -e clusterlink_pki_dir=$EMPTY_PKI/pki   (no CA there)"
 set +e; out=$("${PLAY[@]}" playbooks/site.yml -e "clusterlink_pki_dir=$EMPTY_PKI/pki" 2>&1); rc=$?; set -e
@@ -86,11 +97,11 @@ out=$(curl_a) || true
 echo "    a still gets: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: traffic broke" >&2; exit 1; }
 
-step "9/11 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
+step "9/12 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
 show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL status"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" status | sed 's/^/    /'
 
-step "10/11 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
+step "10/12 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
 BACKUP="$STATE/$LAB/backup"
 show "ansible-playbook ... playbooks/backup.yml -e clusterlink_backup_dir=$BACKUP"
 "${PLAY[@]}" playbooks/backup.yml -e "clusterlink_backup_dir=$BACKUP" >/dev/null
@@ -98,7 +109,7 @@ ls -l "$BACKUP" | tail -n +2 | sed 's/^/    /'
 awk '/^kind: Import/{p=1} /^---/{p=0} p' "$BACKUP/a.yaml" | sed 's/^/    /'
 echo "    (a rebuilt host gets them back: playbooks/site.yml -e clusterlink_restore_from=$BACKUP --limit a)"
 
-step "11/11 b becomes an outbound-only site: a firewall drops every new connection to its peer port; the inventory says clusterlink_inbound: false for b; site.yml makes b a 'dial: false' peer on a, and a reaches b over the reverse links b opens"
+step "11/12 b becomes an outbound-only site: a firewall drops every new connection to its peer port; the inventory says clusterlink_inbound: false for b; site.yml makes b a 'dial: false' peer on a, and a reaches b over the reverse links b opens"
 show "nft add rule bridge clusterlink_demo_outbound forward ip daddr 198.18.0.11 tcp dport 443 tcp flags & (syn|ack) == syn drop"
 nft delete table bridge clusterlink_demo_outbound 2>/dev/null || true
 nft -f - <<'NFT'
@@ -120,6 +131,63 @@ show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" get peers | sed 's/^/    /'
 dropped=$(nft list table bridge clusterlink_demo_outbound | grep -o 'packets [0-9]*' | head -1)
 echo "    connections to b's peer port dropped by the firewall: ${dropped:-packets 0}"
+
+step "12/12 Another team runs c with its own controller, inventory and CA; a grant from a's operator peers a and c without sharing a key or an inventory"
+TEAM="$STATE/$LAB/team-c"
+rm -rf "$TEAM" && mkdir -p "$TEAM/home" && chmod 700 "$TEAM"
+python3 - "$STATE/$LAB/inventory.yml" "$TEAM/inventory.yml" <<'PY'
+import os
+import sys
+import yaml
+src, dst = sys.argv[1:]
+hosts = yaml.safe_load(open(src))["all"]["children"]["clusterlink_gateways"]["hosts"]
+group = {
+    "hosts": {"c": hosts["c"]},
+    "vars": {
+        "clusterlink_fabric_name": "team-c",  # their own CA, under their controller's HOME
+        "clusterlink_log_format": "text",
+        "clusterlink_gateway_wheel_cache": os.path.expanduser("~/.cache/clusterlink/wheelhouse"),
+        "clusterlink_exports": [{"name": "web", "host": "127.0.0.1", "port": 8080, "allowed_peers": ["a"]}],
+        "clusterlink_policies": [{"name": "allow-all", "action": "allow"}],
+    },
+}
+with open(dst, "w") as f:
+    f.write("# make demo: the other team's inventory (names c only; exports web to a)\n")
+    yaml.safe_dump({"all": {"children": {"clusterlink_gateways": group}}}, f, sort_keys=False)
+PY
+THEIRS=(env HOME="$TEAM/home" ansible-playbook -i "$TEAM/inventory.yml")
+show "HOME=$TEAM/home ansible-playbook -i $TEAM/inventory.yml playbooks/site.yml   (their controller; CA 'team-c')"
+"${THEIRS[@]}" playbooks/site.yml >/dev/null
+"${THEIRS[@]}" demo/web.yml -e demo_web_host=c >/dev/null
+show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL grant create --peer-name c --endpoint 198.18.0.10:443 --expires 1h --uses 1"
+grant=$("${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" grant create --peer-name c --endpoint 198.18.0.10:443 --expires 1h --uses 1 | grep '^clusterlink-grant:')
+echo "    ${grant:0:64}... (${#grant} characters: a's name, endpoint and CA certificate, a one-time secret; no private key)"
+(umask 077 && printf '%s\n' "$grant" > "$TEAM/grant-from-a.txt")
+show "HOME=$TEAM/home ansible-playbook -i $TEAM/inventory.yml demo/redeem.yml -e grant_file=$TEAM/grant-from-a.txt"
+"${THEIRS[@]}" demo/redeem.yml -e "grant_file=$TEAM/grant-from-a.txt" | grep -E '^c +:' | sed 's/^/    /'
+IMPORT_C="$STATE/$LAB/import-team-c.yml"
+cat > "$IMPORT_C" <<'YAML'
+# make demo: a also imports the other team's export "web" (c decides who may see it, a what it
+# imports). Extra vars, as inventories/lab/host_vars/a.yml would otherwise win.
+demo_imports:
+  a:
+    - {name: web, port: 8080, sources: [{peer: b, export: web}]}
+    - {name: team-c-web, port: 8081, sources: [{peer: c, export: web}]}
+clusterlink_imports: "{{ demo_imports[inventory_hostname] | default([]) }}"
+YAML
+show "ansible-playbook -i $INV -i inventories/lab -i $OUTBOUND -e @$IMPORT_C playbooks/site.yml   (our inventory never names c's host)"
+"${PLAY[@]}" -i "$OUTBOUND" -e "@$IMPORT_C" playbooks/site.yml >/dev/null
+show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8081/"
+ok=""
+for _ in $(seq 30); do
+  if out=$("${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8081/ 2>&1) && [ "$out" = "hello from site c" ]; then ok=1; break; fi
+  sleep 1
+done
+echo "    a got: ${out:-}"
+[ -n "$ok" ] || { echo "FAILED: a did not reach the other team's site c" >&2; exit 1; }
+show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
+"${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" get peers | sed 's/^/    /'
+echo "    (Peer c trusts only team-c's CA: a certificate from it naming a or b is refused; a deletes Peer c and c's links close)"
 
 cat <<MSG
 

@@ -278,20 +278,16 @@ class Logging(Strict):
         return "off" if value is False else value
 
 
-class RelaySelector(Strict):
-    """One ``from``/``to`` element of a relay policy: a selector over PEER attributes
-    (``peer.clusterlink.net/name``, ``peer.clusterlink.net/labels.<key>``); ``{}`` is any peer."""
-
-    workloadSelector: LabelSelector = Field(default_factory=LabelSelector)
-
-
 class RelayPolicy(Strict):
-    """Which (source, destination) peer pairs this site relays; a deny beats an allow."""
+    """Which (source, destination) peer pairs this site relays; a deny beats an allow.
+    ``from``/``to``: the access-policy selector grammar (``{matchLabels, matchExpressions}``)
+    over PEER attributes (``peer.clusterlink.net/name``, ``peer.clusterlink.net/labels.<key>``);
+    ``{}`` is any peer."""
 
     name: Name
     action: Literal["allow", "deny"]
-    from_: list[RelaySelector] = Field(alias="from", min_length=1, max_length=64)
-    to: list[RelaySelector] = Field(min_length=1, max_length=64)
+    from_: list[LabelSelector] = Field(alias="from", min_length=1, max_length=64)
+    to: list[LabelSelector] = Field(min_length=1, max_length=64)
 
 
 class Relay(Strict):

@@ -28,15 +28,15 @@ from support.probes import TcpEcho, metrics, poll
 ALLOW = {
     "name": "any",
     "action": "allow",
-    "from": [{"workloadSelector": {}}],
-    "to": [{"workloadSelector": {}}],
+    "from": [{}],
+    "to": [{}],
 }
 NAME = "peer.clusterlink.net/name"
 DENY_S_D = {
     "name": "not-s-to-d",
     "action": "deny",
-    "from": [{"workloadSelector": {"matchLabels": {NAME: "s"}}}],
-    "to": [{"workloadSelector": {"matchLabels": {NAME: "d"}}}],
+    "from": [{"matchLabels": {NAME: "s"}}],
+    "to": [{"matchLabels": {NAME: "d"}}],
 }
 
 

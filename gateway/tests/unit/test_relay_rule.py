@@ -26,7 +26,7 @@ NAME = "peer.clusterlink.net/name"
 
 
 def sel(**labels: str) -> dict[str, Any]:
-    return {"workloadSelector": {"matchLabels": labels} if labels else {}}
+    return {"matchLabels": labels} if labels else {}
 
 
 def config(**relay: Any) -> Config:

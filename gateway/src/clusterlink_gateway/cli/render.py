@@ -31,11 +31,11 @@ def _selector(sel: dict[str, Any]) -> str:
 
 
 def _gateways(peer: dict[str, Any]) -> str:
-    via = peer["spec"].get("via") or []
-    relays = f" via {', '.join(via)}" if via else ""
+    via = ", ".join(peer["spec"].get("via") or [])
     if peer["spec"].get("dial") is False:
-        return ("- (relayed" + relays + ")") if via else "- (outbound-only: it dials us)"
-    return _join([f"{g['host']}:{g['port']}" for g in peer["spec"]["gateways"]]) + relays
+        return f"- (relayed via {via})" if via else "- (outbound-only: it dials us)"
+    endpoints = _join([f"{g['host']}:{g['port']}" for g in peer["spec"]["gateways"]])
+    return f"{endpoints} (relays: {via})" if via else endpoints
 
 
 def _links(peer: dict[str, Any]) -> str:

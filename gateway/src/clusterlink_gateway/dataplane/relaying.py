@@ -64,8 +64,8 @@ def relay_rule(config: Relay) -> RelayRule:
             RelayPolicy(
                 p.name,
                 p.action == "allow",
-                tuple(s.workloadSelector for s in p.from_),
-                tuple(s.workloadSelector for s in p.to),
+                tuple(p.from_),
+                tuple(p.to),
             )
             for p in config.policies
         ),
@@ -134,7 +134,9 @@ class RelayService:
         return attrs
 
     def _refuse(self, req: IncomingStream, source: str, dest: str, result: str, why: str) -> None:
-        self.metrics.relay_streams.labels(source, dest, result).inc()
+        # a name that is no Peer here is counted as "-": callers cannot grow the label set
+        known = dest in self.peers.pools or dest == self.local
+        self.metrics.relay_streams.labels(source, dest if known else "-", result).inc()
         log.warning(
             f"relay source={source} destination={dest} result={result}",
             extra={"source": source, "destination": dest, "result": result, "reason": why},
