@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from clusterlink_gateway.config import RelaySelector, load_config
+from clusterlink_gateway.config import load_config
 
 from .test_gateway_metrics_vars import render
-
-# The contract (DESIGN-16, corrected): relay selectors are access-policy selectors
-# ({matchLabels, matchExpressions}); a gateway still on the first draft's workloadSelector
-# wrapper refuses matchLabels there.
-DRAFT_GRAMMAR = "workloadSelector" in RelaySelector.model_fields
 
 ANY_PAIR = {
     "name": "any-pair",
@@ -47,7 +40,6 @@ def test_relay_enabled_renders_the_contract_section(tmp_path: Path) -> None:
     assert [p.name for p in relay.policies] == ["any-pair"]
 
 
-@pytest.mark.xfail(DRAFT_GRAMMAR, reason="gateway relay selectors still wrapped", strict=True)
 def test_relay_policies_and_limit_from_the_inventory(tmp_path: Path) -> None:
     policies = [
         {

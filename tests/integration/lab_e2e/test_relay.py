@@ -34,7 +34,6 @@ from collections.abc import Callable
 
 import pytest
 
-from clusterlink_gateway.config import RelaySelector
 from tests.lab import Lab
 
 from .support import UNIT, ClientLoop, Fabric, can_run, no_failures
@@ -303,14 +302,6 @@ def test_hub_restart_and_kill_under_a_client_loop(relayed):
     fab.wait("the killed hub back", lambda: fab.reachable(SPOKE_2).get(HUBS[hub]), 90)
 
 
-# The contract (DESIGN-16, corrected): relay selectors are access-policy selectors; a gateway
-# still on the first draft's workloadSelector wrapper refuses matchLabels (site.yml fails
-# validating gateway.yaml, nothing replaced). Verified with the wrapper on 2026-12-07.
-@pytest.mark.xfail(
-    "workloadSelector" in RelaySelector.model_fields,
-    reason="the gateway's relay selectors are still wrapped in workloadSelector",
-    strict=True,
-)
 def test_relay_policy_forbidding_the_pair(relayed):
     """Last (it leaves the pair forbidden): both hubs' relay policies deny s2 -> s1 and
     s1 -> s2 through site.yml; the spokes' traffic stops, refused and counted at the hubs."""
