@@ -228,3 +228,28 @@ def test_import_with_a_forward_and_a_reverse_source_fails_over_both_ways(
         assert answers == [up] * 10, (down, answers)
         fabric[down].start()
         wait_for(lambda: {get(port) for _ in range(6)} == {"cl1", "cl2"}, 60, f"{down} back")
+
+
+def test_status_after_a_change_of_path_comes_from_the_new_path(fabric: Fabric) -> None:
+    """cl0 reaches cl1 directly, then its Peer says ``dial: false``: from that PUT on, status
+    may say "reachable" only once a heartbeat went over a link of the new path (a reverse link),
+    never from the old, drained forward links (site.yml's wait would pass on a stale verdict)."""
+    fabric.start("cl0")
+    fabric.add_peer("cl0", "cl1")  # mutual: cl1 holds cl0 too (and dials it)
+    fabric.export_echo("cl1")
+    fabric.allow_all("cl0", "cl1")
+    wait_for(lambda: peer_status(fabric, "cl0", "cl1")["reachable"] is True, what="direct")
+    assert peer_status(fabric, "cl0", "cl1")["via"] == "direct"
+    fabric.client("cl0").replace("peers", "cl1", {"name": "cl1", "spec": {"dial": False}})
+    samples = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = peer_status(fabric, "cl0", "cl1")
+        samples.append((status["reachable"], status["links"]))
+        if status["reachable"] is True:
+            break
+        time.sleep(0.02)
+    # the first sample is read right after the PUT: unknown, or false, not the old verdict
+    assert samples[0][0] is not True, samples[:5]
+    assert samples[-1][0] is True and samples[-1][1] >= 1, samples[-5:]
+    assert peer_status(fabric, "cl0", "cl1")["via"] == "reverse"

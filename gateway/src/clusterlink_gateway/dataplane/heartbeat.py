@@ -64,6 +64,11 @@ class Reachability:
             self.reachable = True
         return self.reachable != before
 
+    def forget(self) -> None:
+        """Back to unknown: what was learned no longer describes the peer (its path changed)."""
+        self.reachable = None
+        self.failures = self.successes = 0
+
     def next_interval(self, fast: float, slow: float) -> float:
         if self.reachable is None or self.reachable or self.successes:
             return fast
@@ -105,6 +110,14 @@ class PeerMonitor:
         """The pool has a new link: probe now unless the peer is already known reachable."""
         if self.health.state.reachable is not True:
             self._wake.set()
+
+    def path_changed(self) -> None:
+        """The Peer's path changed (dial, endpoints or relays): its reachability is unknown
+        until the next heartbeat over the new path, which is sent now. Without this, status
+        would say "reachable" from the old path for up to ``failures_down`` intervals."""
+        self.health.state.forget()
+        self.health.error = None
+        self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hb-{self.name}")

@@ -46,6 +46,7 @@ class PeerManager:
         self.lending: dict[str, ReverseLinks] = {}
         self.configured_labels: dict[str, dict[str, str]] = {}
         self.endpoints: dict[str, list[tuple[str, int]]] = {}
+        self.paths: dict[str, tuple[object, ...]] = {}  # (endpoints, dial, via) per peer
         self.relay_dialer = RelayDialer(config.peer_name, self)
 
     async def apply(self, name: str, new: Entry | None) -> None:
@@ -53,6 +54,7 @@ class PeerManager:
         if new is None:
             self.configured_labels.pop(name, None)
             self.endpoints.pop(name, None)
+            self.paths.pop(name, None)
             monitor = self.monitors.pop(name, None)
             if monitor is not None:
                 await monitor.stop()
@@ -66,6 +68,9 @@ class PeerManager:
         assert isinstance(new.obj, Peer)
         self.configured_labels[name] = dict(new.obj.labels)
         endpoints = [(g.host, g.port) for g in new.obj.spec.gateways]
+        path = (tuple(endpoints), new.obj.spec.dial, tuple(new.obj.spec.via))
+        path_changed = self.paths.get(name, path) != path
+        self.paths[name] = path
         self.endpoints[name] = endpoints
         if not new.obj.spec.dial and self.config.workers > 1:
             log.warning(
@@ -98,6 +103,8 @@ class PeerManager:
             lending = self.lending.get(name)
             if lending is not None:
                 lending.set_endpoints(endpoints)
+            if path_changed:
+                self.monitors[name].path_changed()
 
     def _set_via(self, pool: PeerPool, name: str, via: list[str]) -> None:
         """Relayed links through ``via`` when no direct or reverse link is up."""
