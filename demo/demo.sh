@@ -32,37 +32,43 @@ if [ -n "$other" ]; then
   exit 1
 fi
 
-step "1/12 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
+step "1/13 Lab image (Debian bookworm with systemd and sshd; built once, ~80 s, then cached)"
 show "python3 -m tests.lab image"
 "${LABCMD[@]}" image
 
-step "2/12 Three hosts, a (198.18.0.10), b (198.18.0.11) and c (198.18.0.12): a and b are our fabric; c belongs to another team (step 12)"
-show "python3 -m tests.lab create --name $LAB --hosts a,b,c"
-"${LABCMD[@]}" create --name "$LAB" --hosts a,b,c >/dev/null
+step "2/13 Four hosts, a (198.18.0.10), b (.11), c (.12) and d (.13): a and b are our fabric; c belongs to another team (step 12); d joins us later (step 13)"
+show "python3 -m tests.lab create --name $LAB --hosts a,b,c,d"
+"${LABCMD[@]}" create --name "$LAB" --hosts a,b,c,d >/dev/null
 "${LABCMD[@]}" status --name "$LAB"
-# Our inventory names a and b only: c is the other team's host, in their inventory (step 12).
+# Our inventory names a and b only: c is the other team's host, in their inventory (step 12);
+# d comes in step 13 (its own inventory file, next to this one).
 python3 - "$STATE/$LAB/inventory.yml" "$INV" <<'PY'
 import sys
 import yaml
 src, dst = sys.argv[1:]
 inv = yaml.safe_load(open(src))
-inv["all"]["children"]["clusterlink_gateways"]["hosts"].pop("c")
+hosts = inv["all"]["children"]["clusterlink_gateways"]["hosts"]
+later = {"clusterlink_gateways": {"hosts": {"d": hosts.pop("d")}}}
+hosts.pop("c")
 with open(dst, "w") as f:
-    f.write("# make demo: the lab's inventory without c (another team's host)\n")
+    f.write("# make demo: the lab's inventory without c (another team's host) and d (step 13)\n")
     yaml.safe_dump(inv, f, sort_keys=False)
+with open(dst.replace("ours.yml", "site-d.yml"), "w") as f:
+    f.write("# make demo, step 13: site d joins our fabric\n")
+    yaml.safe_dump(later, f, sort_keys=False)
 PY
 
-step "3/12 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
+step "3/13 Deploy with Ansible: CA, certificates, gateway service, peers, export 'web' on b, import 'web' on a (port 8080), policy allow-lab-sites"
 show "ansible-playbook -i $INV -i inventories/lab playbooks/site.yml"
 "${PLAY[@]}" playbooks/site.yml
 
-step "4/12 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
+step "4/13 A web server on b, listening on 127.0.0.1:8080 only (not reachable from a directly)"
 show "ansible-playbook ... demo/web.yml   (systemd-run --unit=demo-web python3 -m http.server 8080 --bind 127.0.0.1)"
 "${PLAY[@]}" demo/web.yml
 
 curl_a() { "${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
 
-step "5/12 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
+step "5/13 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
 show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8080/"
 ok=""
 for _ in $(seq 60); do
@@ -72,21 +78,21 @@ done
 echo "    a got: ${out:-}"
 [ -n "$ok" ] || { echo "FAILED: site a did not reach site b" >&2; exit 1; }
 
-step "6/12 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
+step "6/13 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=present"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=present
 set +e; out=$(curl_a); rc=$?; set -e
 echo "    a got (curl exit $rc): $out"
 if [ "$rc" = 0 ]; then echo "FAILED: the deny policy did not stop the connection" >&2; exit 1; fi
 
-step "7/12 Allow again: remove the deny policy with Ansible"
+step "7/13 Allow again: remove the deny policy with Ansible"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=absent"
 "${PLAY[@]}" demo/policy.yml -e demo_policy_state=absent
 out=$(curl_a) || true
 echo "    a got: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: access not restored" >&2; exit 1; }
 
-step "8/12 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
+step "8/13 A second controller without the fabric CA (a colleague's laptop) runs site.yml: refused before any change"
 EMPTY_PKI=$(mktemp -d)
 show "ansible-playbook ... playbooks/site.yml -e clusterlink_pki_dir=$EMPTY_PKI/pki   (no CA there)"
 set +e; out=$("${PLAY[@]}" playbooks/site.yml -e "clusterlink_pki_dir=$EMPTY_PKI/pki" 2>&1); rc=$?; set -e
@@ -97,11 +103,11 @@ out=$(curl_a) || true
 echo "    a still gets: $out"
 [ "$out" = "hello from site b" ] || { echo "FAILED: traffic broke" >&2; exit 1; }
 
-step "9/12 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
+step "9/13 What a gateway knows: peers, imports, and when its certificate and the fabric CA expire"
 show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL status"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" status | sed 's/^/    /'
 
-step "10/12 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
+step "10/13 Back up every gateway to the controller (backup.yml): its objects and allocated import ports, no secrets"
 BACKUP="$STATE/$LAB/backup"
 show "ansible-playbook ... playbooks/backup.yml -e clusterlink_backup_dir=$BACKUP"
 "${PLAY[@]}" playbooks/backup.yml -e "clusterlink_backup_dir=$BACKUP" >/dev/null
@@ -109,7 +115,7 @@ ls -l "$BACKUP" | tail -n +2 | sed 's/^/    /'
 awk '/^kind: Import/{p=1} /^---/{p=0} p' "$BACKUP/a.yaml" | sed 's/^/    /'
 echo "    (a rebuilt host gets them back: playbooks/site.yml -e clusterlink_restore_from=$BACKUP --limit a)"
 
-step "11/12 b becomes an outbound-only site: a firewall drops every new connection to its peer port; the inventory says clusterlink_inbound: false for b; site.yml makes b a 'dial: false' peer on a, and a reaches b over the reverse links b opens"
+step "11/13 b becomes an outbound-only site: a firewall drops every new connection to its peer port; the inventory says clusterlink_inbound: false for b; site.yml makes b a 'dial: false' peer on a, and a reaches b over the reverse links b opens"
 show "nft add rule bridge clusterlink_demo_outbound forward ip daddr 198.18.0.11 tcp dport 443 tcp flags & (syn|ack) == syn drop"
 nft delete table bridge clusterlink_demo_outbound 2>/dev/null || true
 nft -f - <<'NFT'
@@ -132,7 +138,7 @@ show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
 dropped=$(nft list table bridge clusterlink_demo_outbound | grep -o 'packets [0-9]*' | head -1)
 echo "    connections to b's peer port dropped by the firewall: ${dropped:-packets 0}"
 
-step "12/12 Another team runs c with its own controller, inventory and CA; a grant from a's operator peers a and c without sharing a key or an inventory"
+step "12/13 Another team runs c with its own controller, inventory and CA; a grant from a's operator peers a and c without sharing a key or an inventory"
 TEAM="$STATE/$LAB/team-c"
 rm -rf "$TEAM" && mkdir -p "$TEAM/home" && chmod 700 "$TEAM"
 python3 - "$STATE/$LAB/inventory.yml" "$TEAM/inventory.yml" <<'PY'
@@ -188,6 +194,49 @@ echo "    a got: ${out:-}"
 show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" get peers | sed 's/^/    /'
 echo "    (Peer c trusts only team-c's CA: a certificate from it naming a or b is refused; a deletes Peer c and c's links close)"
+
+step "13/13 d, a new outbound-only site, uses b's web although b is outbound-only too: a becomes a relay (clusterlink_relay: true, clusterlink_relays: [a]) and splices their streams; d and b run their own mTLS inside, so a sees only ciphertext"
+show "nft add rule bridge clusterlink_demo_outbound forward ip daddr 198.18.0.13 tcp dport 443 tcp flags & (syn|ack) == syn drop"
+nft add rule bridge clusterlink_demo_outbound forward ip daddr 198.18.0.13 tcp dport 443 'tcp flags & (syn | ack) == syn' counter drop
+RELAYS="$STATE/$LAB/relays.yml"
+cat > "$RELAYS" <<'YAML'
+# make demo, step 13: a is a relay; d (like b) is outbound-only; outbound-only pairs go via a
+clusterlink_gateways:
+  vars:
+    clusterlink_relays: [a]
+  hosts:
+    a:
+      clusterlink_relay: true
+    d:
+      clusterlink_inbound: false
+YAML
+IMPORT_D="$STATE/$LAB/import-d.yml"
+cat > "$IMPORT_D" <<'YAML'
+# make demo: step 12's imports on a, and d imports b's web
+demo_imports:
+  a:
+    - {name: web, port: 8080, sources: [{peer: b, export: web}]}
+    - {name: team-c-web, port: 8081, sources: [{peer: c, export: web}]}
+  d:
+    - {name: web, port: 8080, sources: [{peer: b, export: web}]}
+clusterlink_imports: "{{ demo_imports[inventory_hostname] | default([]) }}"
+YAML
+show "ansible-playbook -i $INV -i $STATE/$LAB/site-d.yml -i inventories/lab -i $OUTBOUND -i $RELAYS -e @$IMPORT_D playbooks/site.yml"
+"${PLAY[@]}" -i "$STATE/$LAB/site-d.yml" -i "$OUTBOUND" -i "$RELAYS" -e "@$IMPORT_D" playbooks/site.yml >/dev/null
+curl_d() { "${LABCMD[@]}" ssh --name "$LAB" d -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
+show "python3 -m tests.lab ssh --name $LAB d -- curl -sS http://127.0.0.1:8080/"
+ok=""
+for _ in $(seq 30); do
+  if out=$(curl_d) && [ "$out" = "hello from site b" ]; then ok=1; break; fi
+  sleep 1
+done
+echo "    d got: ${out:-}"
+[ -n "$ok" ] || { echo "FAILED: d did not reach b through the relay a" >&2; exit 1; }
+show "python3 -m tests.lab ssh --name $LAB d -- $GWCTL get peers"
+"${LABCMD[@]}" ssh --name "$LAB" d -- "$GWCTL" get peers | sed 's/^/    /'
+show "python3 -m tests.lab ssh --name $LAB a -- curl -s --unix-socket /run/clusterlink/admin.sock http://a/metrics | grep -E '^clusterlink_relay_(streams|bytes)_total'   (the relay counts streams and bytes, reads none)"
+"${LABCMD[@]}" ssh --name "$LAB" a -- curl -s --unix-socket /run/clusterlink/admin.sock http://a/metrics \
+  | grep -E '^clusterlink_relay_(streams|bytes)_total' | grep -v 'destination="-"' | sed 's/^/    /' || true
 
 cat <<MSG
 
