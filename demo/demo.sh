@@ -18,6 +18,18 @@ T0=$SECONDS
 
 step() { printf '\n\033[1m==> [%3ds] %s\033[0m\n' "$((SECONDS - T0))" "$*"; }
 show() { printf '    $ %s\n' "$*"; }
+# page HOST PORT WANT WHY: curl http://127.0.0.1:PORT/ on lab host HOST until it answers WANT
+# (60 s), print the answer; fail the demo with WHY if it never does.
+page() {
+  local ok=""
+  for _ in $(seq 60); do
+    if out=$("${LABCMD[@]}" ssh --name "$LAB" "$1" -- curl -sS -m 5 "http://127.0.0.1:$2/" 2>&1) \
+      && [ "$out" = "$3" ]; then ok=1; break; fi
+    sleep 1
+  done
+  echo "    $1 got: ${out:-}"
+  [ -n "$ok" ] || { echo "FAILED: $4" >&2; exit 1; }
+}
 
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, systemd-nspawn)" >&2; exit 1; }
 
@@ -70,13 +82,7 @@ curl_a() { "${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:
 
 step "5/13 From a: curl http://127.0.0.1:8080/ (a's import) -> gateway a -> mTLS -> gateway b -> b's web server"
 show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8080/"
-ok=""
-for _ in $(seq 60); do
-  if out=$(curl_a) && [ "$out" = "hello from site b" ]; then ok=1; break; fi
-  sleep 1
-done
-echo "    a got: ${out:-}"
-[ -n "$ok" ] || { echo "FAILED: site a did not reach site b" >&2; exit 1; }
+page a 8080 "hello from site b" "site a did not reach site b"
 
 step "6/13 Policy change through Ansible: deny site a on b (access_policy module, demo/policy.yml)"
 show "ansible-playbook ... demo/policy.yml -e demo_policy_state=present"
@@ -184,13 +190,7 @@ YAML
 show "ansible-playbook -i $INV -i inventories/lab -i $OUTBOUND -e @$IMPORT_C playbooks/site.yml   (our inventory never names c's host)"
 "${PLAY[@]}" -i "$OUTBOUND" -e "@$IMPORT_C" playbooks/site.yml >/dev/null
 show "python3 -m tests.lab ssh --name $LAB a -- curl -sS http://127.0.0.1:8081/"
-ok=""
-for _ in $(seq 30); do
-  if out=$("${LABCMD[@]}" ssh --name "$LAB" a -- curl -sS -m 5 http://127.0.0.1:8081/ 2>&1) && [ "$out" = "hello from site c" ]; then ok=1; break; fi
-  sleep 1
-done
-echo "    a got: ${out:-}"
-[ -n "$ok" ] || { echo "FAILED: a did not reach the other team's site c" >&2; exit 1; }
+page a 8081 "hello from site c" "a did not reach the other team's site c"
 show "python3 -m tests.lab ssh --name $LAB a -- $GWCTL get peers"
 "${LABCMD[@]}" ssh --name "$LAB" a -- "$GWCTL" get peers | sed 's/^/    /'
 echo "    (Peer c trusts only team-c's CA: a certificate from it naming a or b is refused; a deletes Peer c and c's links close)"
@@ -223,15 +223,8 @@ clusterlink_imports: "{{ demo_imports[inventory_hostname] | default([]) }}"
 YAML
 show "ansible-playbook -i $INV -i $STATE/$LAB/site-d.yml -i inventories/lab -i $OUTBOUND -i $RELAYS -e @$IMPORT_D playbooks/site.yml"
 "${PLAY[@]}" -i "$STATE/$LAB/site-d.yml" -i "$OUTBOUND" -i "$RELAYS" -e "@$IMPORT_D" playbooks/site.yml >/dev/null
-curl_d() { "${LABCMD[@]}" ssh --name "$LAB" d -- curl -sS -m 5 http://127.0.0.1:8080/ 2>&1; }
 show "python3 -m tests.lab ssh --name $LAB d -- curl -sS http://127.0.0.1:8080/"
-ok=""
-for _ in $(seq 30); do
-  if out=$(curl_d) && [ "$out" = "hello from site b" ]; then ok=1; break; fi
-  sleep 1
-done
-echo "    d got: ${out:-}"
-[ -n "$ok" ] || { echo "FAILED: d did not reach b through the relay a" >&2; exit 1; }
+page d 8080 "hello from site b" "d did not reach b through the relay a"
 show "python3 -m tests.lab ssh --name $LAB d -- $GWCTL get peers"
 "${LABCMD[@]}" ssh --name "$LAB" d -- "$GWCTL" get peers | sed 's/^/    /'
 show "python3 -m tests.lab ssh --name $LAB a -- curl -s --unix-socket /run/clusterlink/admin.sock http://a/metrics | grep -E '^clusterlink_relay_(streams|bytes)_total'   (the relay counts streams and bytes, reads none)"
