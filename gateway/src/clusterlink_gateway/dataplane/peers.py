@@ -108,10 +108,7 @@ class PeerManager:
 
     def _set_via(self, pool: PeerPool, name: str, via: list[str]) -> None:
         """Relayed links through ``via`` when no direct or reverse link is up."""
-        pool.relayed = self.relay_dialer.for_peer(name, list(via)) if via else None
-        for link, relay in list(pool._relayed.items()):
-            if relay not in via:  # a relay no longer named: its links drain
-                link.drain()
+        pool.set_relays(self.relay_dialer.for_peer(name, list(via)) if via else None, via)
 
     # -- reverse links ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ line per relayed stream, never payload.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -41,7 +42,7 @@ from ..peering.splice import StreamSplice
 from ..peering.stream import Stream
 from ..peering.tls import SERVER_ALPN
 from ..peering.tunnel import StreamTransport, open_tunnel, relay_of
-from ..policy.attributes import PEER_LABEL_PREFIX, PEER_NAME
+from ..policy.attributes import source_attributes
 
 if TYPE_CHECKING:
     from .peers import PeerManager
@@ -129,9 +130,8 @@ class RelayService:
         return req.method == "CONNECT" and RELAY_HEADER in req.headers
 
     def _attrs(self, name: str) -> dict[str, str]:
-        attrs = {PEER_LABEL_PREFIX + k: v for k, v in self.labels(name).items()}
-        attrs[PEER_NAME] = name
-        return attrs
+        """A peer's policy attributes (name, labels of our Peer object); no client address."""
+        return source_attributes(name, self.labels(name), None)
 
     def _refuse(self, req: IncomingStream, source: str, dest: str, result: str, why: str) -> None:
         # a name that is no Peer here is counted as "-": callers cannot grow the label set
@@ -141,8 +141,9 @@ class RelayService:
             f"relay source={source} destination={dest} result={result}",
             extra={"source": source, "destination": dest, "result": result, "reason": why},
         )
-        body = f'{{"status": {STATUS.get(result, 403)}, "reason": "{result}: {why}"}}'
-        req.answer(STATUS.get(result, 403), body.encode(), {"content-type": "application/json"})
+        status = STATUS.get(result, 403)
+        body = json.dumps({"status": status, "reason": f"{result}: {why}"}).encode()
+        req.answer(status, body, {"content-type": "application/json"})
 
     def close(self) -> None:
         """Reset every relayed stream and relay no more (the gateway is stopping): the ends'

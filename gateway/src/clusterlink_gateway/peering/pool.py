@@ -146,9 +146,15 @@ class PeerPool:
 
     def reverse_link(self) -> ClientLink:
         """A new HTTP/2 client session for a reverse link from the peer (``adopt`` it once up)."""
-        return ClientLink(
-            self.peer_name, self._limits, keepalive=self._keepalive, on_lost=self._on_lost
-        )
+        return self._session()
+
+    def set_relays(self, relayed: RelayDial | None, via: list[str]) -> None:
+        """The Peer's ``via`` (``relayed`` dials through it): relayed links through a relay no
+        longer named drain."""
+        self.relayed = relayed
+        for link, relay in list(self._relayed.items()):
+            if relay not in via:
+                link.drain()
 
     def adopt(self, link: ClientLink) -> None:
         """A reverse link from the peer is up (``reverse.RoleSwitch``): use it like ours."""
@@ -362,6 +368,12 @@ class PeerPool:
             else:  # JOIN without a task cannot happen; do not spin if it does
                 await asyncio.sleep(0.01)
 
+    def _session(self) -> ClientLink:
+        """A new HTTP/2 client session of this pool (a reverse or relayed link's)."""
+        return ClientLink(
+            self.peer_name, self._limits, keepalive=self._keepalive, on_lost=self._on_lost
+        )
+
     def _direct_links(self) -> int:
         """Usable links that are not relayed (a relayed link does not stop direct dials)."""
         return sum(1 for link in self._links if link.usable and link not in self._relayed)
@@ -385,11 +397,7 @@ class PeerPool:
 
     async def _dial_relayed(self) -> ClientLink:
         assert self.relayed is not None
-        link, relay = await self.relayed(
-            lambda: ClientLink(
-                self.peer_name, self._limits, keepalive=self._keepalive, on_lost=self._on_lost
-            )
-        )
+        link, relay = await self.relayed(self._session)
         if self._closed:
             link.close()
             raise ConnectionError(f"peer {self.peer_name}: pool is closed")
