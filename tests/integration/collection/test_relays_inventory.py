@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from .conftest import RENDER_PEERS_PLAY, REPO, Ansible
-from .test_outbound_only import LOCAL, _first_play, _host, _sentinel
+from .test_outbound_only import LOCAL, _host, _refused
 
 
 def _rendered(ansible: Ansible, hosts: dict[str, dict[str, Any]]) -> dict[str, list[dict]]:
@@ -114,18 +114,6 @@ def test_relays_on_listed_peers_and_an_outside_site(ansible: Ansible) -> None:
     assert peers["edge-1"]["edge-2"]["via"] == ["hub"]
     assert "via" not in peers["edge-1"]["hub"]
     assert "via" not in peers["hub"]["far"]
-
-
-def _refused(ansible: Ansible, hosts: dict[str, dict[str, Any]], limit: str | None) -> list[str]:
-    args = (*LOCAL, "--limit", limit) if limit else LOCAL
-    run = ansible.play([_first_play(), _sentinel()], inventory=ansible.inventory(hosts), args=args)
-    assert run.returncode != 0, run.output[-4000:]
-    assert not any(t["name"] == "Reached" for t in run.tasks), run.output[-4000:]
-    messages = [
-        r["msg"] for t in run.tasks for r in t["hosts"].values() if r.get("failed") and "msg" in r
-    ]
-    assert any("Nothing was changed" in m for m in messages), messages
-    return messages
 
 
 RELAYS = {"clusterlink_relays": ["hub"]}
